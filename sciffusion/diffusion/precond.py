@@ -1,0 +1,125 @@
+"""The denoiser contract and EDM preconditioning.
+
+Every sampler calls ``denoiser(x, sigma, **cond) -> D`` where ``x = x0 + sigma * n`` is shaped
+``(batch, channels, *spatial)``, ``sigma`` is ``(batch,)`` and ``D`` estimates ``x0`` (same shape as ``x``).
+:class:`Denoiser` turns a raw network ``F(x_in, c_noise, **cond)`` into that contract (Karras et al. 2022, eq. 7):
+
+    D(x, sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))
+
+The parameterisation fixes the coefficients, so a network trained to predict epsilon, v or x0 is sampled by the
+same samplers:
+
+=========  =====================  ==========================  ======================
+           c_skip                 c_out                       F predicts
+=========  =====================  ==========================  ======================
+``edm``    sd^2 / (s^2 + sd^2)    s sd / sqrt(s^2 + sd^2)     EDM's scaled residual
+``v``      sd^2 / (s^2 + sd^2)    -s sd / sqrt(s^2 + sd^2)    v (sd = 1: Salimans & Ho)
+``eps``    1                      -s                          the noise n
+``x0``     0                      1                           x0
+=========  =====================  ==========================  ======================
+
+and ``c_in = 1 / sqrt(s^2 + sd^2)`` for all of them (with ``sd = 1`` this is the VP scaling ``sqrt(alpha_bar)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .tensors import append_dims, as_sigma, check_batch
+
+PARAMETERIZATIONS = ("edm", "v", "eps", "x0")
+
+
+class DenoiserFn(Protocol):
+    def __call__(self, x: Tensor, sigma: Tensor, **cond) -> Tensor: ...
+
+
+def edm_c_noise(sigma: Tensor) -> Tensor:
+    return torch.log(sigma.clamp_min(1e-20)) / 4
+
+
+def coefficients(sigma: Tensor, sigma_data: float, parameterization: str = "edm") -> tuple[Tensor, Tensor, Tensor]:
+    """``(c_skip, c_out, c_in)`` for noise levels ``sigma`` (any shape) and data standard deviation ``sigma_data``."""
+    sd2 = sigma_data**2
+    c_in = (sigma**2 + sd2).rsqrt()
+    if parameterization in ("edm", "v"):
+        c_skip = sd2 / (sigma**2 + sd2)
+        c_out = sigma * sigma_data * c_in * (1 if parameterization == "edm" else -1)
+    elif parameterization == "eps":
+        c_skip, c_out = torch.ones_like(sigma), -sigma
+    elif parameterization == "x0":
+        c_skip, c_out = torch.zeros_like(sigma), torch.ones_like(sigma)
+    else:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
+    return c_skip, c_out, c_in
+
+
+def network_target(x0: Tensor, noise: Tensor, sigma: Tensor, sigma_data: float, parameterization: str) -> Tensor:
+    """What ``F`` should output for clean ``x0`` noised with ``noise`` at ``sigma`` (``(batch,)``):
+    ``(x0 - c_skip * x) / c_out``, written in closed form so it is exact where ``c_out`` is 0."""
+    s = append_dims(sigma, x0.ndim)
+    if parameterization == "eps":
+        return noise
+    if parameterization == "x0":
+        return x0
+    c_skip, c_out, _ = coefficients(s, sigma_data, parameterization)
+    return (x0 - c_skip * (x0 + s * noise)) / c_out
+
+
+def measure_sigma_data(data: Tensor | Callable[[], Tensor], mask: Tensor | None = None) -> float:
+    """Standard deviation of the data (NaN cells and cells outside ``mask`` ignored): EDM's ``sigma_data``.
+
+    Measured, not assumed: normalised fields rarely have exactly the textbook 0.5.
+    """
+    x = data() if callable(data) else data
+    valid = torch.isfinite(x)
+    if mask is not None:
+        valid = valid & mask.bool()
+    vals = x[valid].double()
+    if vals.numel() < 2:
+        raise ValueError("cannot measure sigma_data: fewer than two finite values in the data")
+    sd = float(vals.std())
+    if sd <= 0:
+        raise ValueError("cannot measure sigma_data: the data are constant")
+    return sd
+
+
+class Denoiser(nn.Module):
+    """Wrap a network ``F(x_in, c_noise, cond=None) -> out`` as a denoiser ``D(x, sigma, **cond)``.
+
+    Args:
+        net: the network; its output must have the shape of ``x``.
+        sigma_data: data standard deviation (use :func:`measure_sigma_data`).
+        parameterization: ``"edm"``, ``"v"``, ``"eps"`` or ``"x0"`` (see module docstring).
+        c_noise: maps sigma ``(batch,)`` to the network's noise input; default ``ln(sigma) / 4``. For a network
+            trained on a DDPM schedule pass ``VP().c_noise`` (the fractional timestep).
+
+    The preconditioning is computed in fp32 (fp64 for fp64 inputs) whatever autocast does to the network, and the
+    output has the dtype of ``x``.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5, parameterization: str = "edm",
+                 c_noise: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0; got {sigma_data}")
+        self.net = net
+        self.sigma_data = float(sigma_data)
+        self.parameterization = parameterization
+        self.c_noise = c_noise or edm_c_noise
+
+    def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
+        check_batch(x)
+        sigma = as_sigma(sigma, x)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.sigma_data, self.parameterization))
+        xs = x.to(sigma.dtype)
+        out = self.net(c_in * xs, self.c_noise(sigma), **cond)
+        if out.shape != x.shape:
+            raise ValueError(f"network output shape {tuple(out.shape)} does not match input shape {tuple(x.shape)}")
+        return (c_skip * xs + c_out * out.to(sigma.dtype)).to(x.dtype)

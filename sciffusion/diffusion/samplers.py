@@ -1,0 +1,204 @@
+"""Stateless samplers over an explicit, descending sigma grid.
+
+Signature: ``sampler(denoiser, x, sigmas, *, generator=None, callback=None, **cond) -> x0``
+
+* ``x``: the starting point, already scaled to ``sigmas[0]`` (e.g. ``sigmas[0] * randn``), ``(B, C, *spatial)``.
+* ``sigmas``: 1-D, non-increasing, finite, >= 0; usually ends in 0 (see :mod:`.noise`). The grid is used exactly as
+  given, never rewritten. It is read to the host once before the loop, so the loop has no device-to-host syncs.
+* ``generator``: a ``torch.Generator`` or one per sample (see :func:`.random.generators_from_seeds`); with one per
+  sample, a member's path does not depend on the batch it is sampled in.
+* ``callback``: called after every step with ``{"i", "x", "sigma", "sigma_next", "denoised"}``.
+* ``**cond``: passed to every denoiser call.
+
+The ODE is ``dx/dsigma = (x - D(x, sigma)) / sigma`` (Karras et al. 2022, eq. 3 with s(t) = 1, sigma(t) = t).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .precond import DenoiserFn
+from .random import Generator, randn, randn_like
+from .tensors import check_batch
+
+Callback = Callable[[dict], None] | None
+
+
+def validate_sigmas(sigmas: Tensor | Sequence[float]) -> list[float]:
+    """Check a sampling grid and return it as Python floats (one host read for the whole loop)."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64)
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"sigmas must be 1-D with at least 2 values; got shape {tuple(s.shape)}")
+    vals = s.cpu().tolist()
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"sigmas must be finite; got NaN/inf in {vals}")
+    if vals[-1] < 0:
+        raise ValueError(f"sigmas must be >= 0; got {vals[-1]}")
+    if any(b > a for a, b in zip(vals, vals[1:])):
+        raise ValueError("sigmas must be non-increasing (from high noise to low)")
+    if vals[0] <= 0:
+        raise ValueError("sigmas[0] must be > 0")
+    return vals
+
+
+def _call(denoiser: DenoiserFn, x: Tensor, sigma: float, cond: dict) -> Tensor:
+    return denoiser(x, x.new_full((x.shape[0],), sigma, dtype=torch.float32), **cond)
+
+
+def _prepare(x: Tensor, sigmas) -> list[float]:
+    check_batch(x)
+    return validate_sigmas(sigmas)
+
+
+@torch.no_grad()
+def euler(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
+          **cond) -> Tensor:
+    """First-order explicit Euler on the probability-flow ODE (1 NFE per step). Deterministic."""
+    sig = _prepare(x, sigmas)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = _call(denoiser, x, s, cond)
+        x = x + (x - denoised) / s * (s_next - s)
+        if callback:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+@torch.no_grad()
+def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
+         S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"), S_noise: float = 1.0,
+         **cond) -> Tensor:
+    """EDM Algorithm 2: Heun's second-order method with stochastic churn.
+
+    At each step with ``S_tmin <= sigma <= S_tmax`` the noise is raised to ``sigma_hat = sigma (1 + gamma)``,
+    ``gamma = min(S_churn / N, sqrt(2) - 1)``, by adding fresh noise scaled by ``S_noise``; then a Heun step to
+    ``sigma_next`` (an Euler step when ``sigma_next`` is 0). NFE = 2 N - 1 when the grid ends in 0.
+    """
+    sig = _prepare(x, sigmas)
+    N = len(sig) - 1
+    if S_churn < 0:
+        raise ValueError(f"S_churn must be >= 0; got {S_churn}")
+    if S_churn > 0 and not any(S_tmin <= s <= S_tmax for s in sig[:-1]):
+        raise ValueError(f"S_churn={S_churn} has no effect: no sigma of the grid lies in [S_tmin, S_tmax]")
+    gamma_max = min(S_churn / N, math.sqrt(2) - 1)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        gamma = gamma_max if S_tmin <= s <= S_tmax else 0.0
+        s_hat = s * (1 + gamma)
+        if gamma > 0:
+            x = x + math.sqrt(s_hat**2 - s**2) * S_noise * randn_like(x, generator)
+        denoised = _call(denoiser, x, s_hat, cond)
+        d = (x - denoised) / s_hat
+        x_next = x + (s_next - s_hat) * d
+        if s_next > 0:
+            d_next = (x_next - _call(denoiser, x_next, s_next, cond)) / s_next
+            x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
+        x = x_next
+        if callback:
+            callback({"i": i, "x": x, "sigma": s_hat, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """Split a step ``sigma -> sigma_next`` into a deterministic move to ``sigma_down`` and fresh noise of std
+    ``sigma_up``, ``sigma_down^2 + sigma_up^2 = sigma_next^2``. ``eta = 1`` is DDPM's posterior variance (in sigma
+    space ``sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2``), ``eta = 0`` is deterministic DDIM."""
+    if sigma_next == 0 or eta == 0:
+        return sigma_next, 0.0
+    up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return math.sqrt(sigma_next**2 - up**2), up
+
+
+@torch.no_grad()
+def ddim(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
+         eta: float = 0.0, **cond) -> Tensor:
+    """DDIM (Song et al. 2021) in sigma space; ``eta`` in [0, 1] scales the fresh noise (0: deterministic, which
+    equals :func:`euler` step for step; 1: ancestral DDPM). 1 NFE per step."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1]; got {eta}")
+    sig = _prepare(x, sigmas)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = _call(denoiser, x, s, cond)
+        s_down, s_up = ancestral_step(s, s_next, eta)
+        x = denoised + (x - denoised) * (s_down / s)  # = x + d (s_down - s), d = (x - denoised) / s
+        if s_up > 0:
+            x = x + s_up * randn_like(x, generator)
+        if callback:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+@torch.no_grad()
+def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
+         **cond) -> Tensor:
+    """Ancestral DDPM (Ho et al. 2020): draw ``x_next`` from the Gaussian posterior ``q(x_next | x, x0 = D)``.
+
+    In sigma space the posterior has mean ``D + (sigma_next / sigma)^2 (x - D)`` and variance
+    ``sigma_next^2 (1 - (sigma_next / sigma)^2)``. 1 NFE per step.
+    """
+    sig = _prepare(x, sigmas)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = _call(denoiser, x, s, cond)
+        r2 = (s_next / s) ** 2
+        x = denoised + r2 * (x - denoised)
+        if s_next > 0:
+            x = x + s_next * math.sqrt(1 - r2) * randn_like(x, generator)
+        if callback:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
+             callback: Callback = None, **cond) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in ``lambda = -ln(sigma)``, data prediction.
+
+    The first step (and a final step to sigma 0) is first order. 1 NFE per step.
+    """
+    sig = _prepare(x, sigmas)
+    old_denoised, h_last = None, None
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = _call(denoiser, x, s, cond)
+        if s_next == 0:
+            x = denoised
+        else:
+            h = math.log(s / s_next)
+            d = denoised
+            if old_denoised is not None and h_last is not None and h > 0:
+                r = h_last / h
+                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x = (s_next / s) * x - math.expm1(-h) * d
+            h_last = h
+        old_denoised = denoised
+        if callback:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm, "dpmpp_2m": dpmpp_2m,
+}
+
+
+def nfe(sampler: str | Callable, steps: int, ends_in_zero: bool = True) -> int:
+    """Network evaluations a sampler makes over a grid of ``steps`` steps."""
+    name = sampler if isinstance(sampler, str) else sampler.__name__
+    if name == "heun":
+        return 2 * steps - (1 if ends_in_zero else 0)
+    return steps
+
+
+def sample(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, *, sampler: str | Callable = "heun",
+           generator: Generator = None, device=None, dtype=torch.float32, callback: Callback = None,
+           **kwargs) -> Tensor:
+    """Draw samples: start from ``sigmas[0] * N(0, I)`` shaped ``shape`` and run ``sampler`` down the grid.
+
+    ``kwargs`` go to the sampler (sampler options such as ``S_churn`` or ``eta``, and the condition).
+    """
+    if isinstance(sampler, str) and sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    x = randn(shape, generator, device=device, dtype=dtype) * float(torch.as_tensor(sigmas)[0])
+    return fn(denoiser, x, sigmas, generator=generator, callback=callback, **kwargs)

@@ -1,0 +1,137 @@
+"""Rank-agnostic building blocks (1, 2 or 3 spatial dims) for the U-Net."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..diffusion.tensors import append_dims
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def pad_axes(x: Tensor, pad: Sequence[tuple[int, int]], periodic: Sequence[bool], mode: str = "constant") -> Tensor:
+    """Pad each spatial axis of ``x`` (``(B, C, *spatial)``) by ``pad[i] = (before, after)``: wrap-around on
+    periodic axes, ``mode`` ("constant" zeros or "replicate") on the others."""
+    for axis, ((lo, hi), wrap) in enumerate(zip(pad, periodic)):
+        if lo == 0 and hi == 0:
+            continue
+        dim = 2 + axis
+        n = x.shape[dim]
+        if wrap:
+            if lo > n or hi > n:
+                raise ValueError(f"periodic axis {axis} of size {n} is too small to wrap by {max(lo, hi)}")
+            x = torch.cat([x.narrow(dim, n - lo, lo), x, x.narrow(dim, 0, hi)], dim=dim)
+        elif mode == "replicate":
+            x = torch.cat([x.narrow(dim, 0, 1).repeat_interleave(lo, dim), x,
+                           x.narrow(dim, n - 1, 1).repeat_interleave(hi, dim)], dim=dim)
+        else:
+            shape_lo, shape_hi = list(x.shape), list(x.shape)
+            shape_lo[dim], shape_hi[dim] = lo, hi
+            x = torch.cat([x.new_zeros(shape_lo), x, x.new_zeros(shape_hi)], dim=dim)
+    return x
+
+
+class Conv(nn.Module):
+    """``dims``-D convolution with 'same' padding that wraps around on periodic axes and is zero elsewhere."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int, kernel: int = 3, stride: int = 1,
+                 periodic: Sequence[bool] = (), zero_init: bool = False) -> None:
+        super().__init__()
+        self.conv = _CONV[dims](c_in, c_out, kernel, stride=stride, padding=0)
+        self.pad = [((kernel - 1) // 2, kernel // 2)] * dims
+        self.periodic = tuple(periodic) or (False,) * dims
+        if zero_init:
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad[0] != (0, 0):
+            x = pad_axes(x, self.pad, self.periodic)
+        return self.conv(x)
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(max_groups, channels), channels, eps=1e-6)
+
+
+class NoiseEmbedding(nn.Module):
+    """``c_noise`` (``(B,)``) -> ``(B, dim)``: sinusoids over log-spaced frequencies, then an MLP.
+
+    Frequencies span 1e-4 to 10 cycles per unit so that both EDM's ``ln(sigma) / 4`` (|c| < 3) and a DDPM
+    timestep (0-999) are resolved.
+    """
+
+    def __init__(self, dim: int, features: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi * torch.logspace(-4, 1, features // 2), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        a = c_noise.float()[:, None] * self.freqs[None]
+        return self.mlp(torch.cat([a.cos(), a.sin()], dim=1).to(self.mlp[0].weight.dtype))
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv -> GroupNorm with noise-dependent scale/shift -> SiLU -> dropout -> conv, plus skip."""
+
+    def __init__(self, dims: int, c_in: int, c_out: int, emb_dim: int, periodic: Sequence[bool],
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = Conv(dims, c_in, c_out, 3, periodic=periodic)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = group_norm(c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = Conv(dims, c_out, c_out, 3, periodic=periodic, zero_init=True)
+        self.skip = Conv(dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb)).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + append_dims(scale, h.ndim)) + append_dims(shift, h.ndim)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all spatial positions through ``scaled_dot_product_attention``."""
+
+    def __init__(self, channels: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        B, C = x.shape[:2]
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(h).reshape(B, -1, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C/heads)
+        o = self.proj(o.transpose(1, 2).reshape(B, -1, C))
+        return x + o.transpose(1, 2).reshape(x.shape)
+
+
+class Downsample(nn.Module):
+    def __init__(self, dims: int, channels: int, periodic: Sequence[bool]) -> None:
+        super().__init__()
+        self.conv = Conv(dims, channels, channels, 3, stride=2, periodic=periodic)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, dims: int, channels: int, periodic: Sequence[bool]) -> None:
+        super().__init__()
+        self.conv = Conv(dims, channels, channels, 3, periodic=periodic)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

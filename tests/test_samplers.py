@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sciffusion as sf
+from sciffusion.diffusion.exact import GaussianDenoiser, GaussianMixtureDenoiser
+
+ALL = ["euler", "heun", "ddim", "ddpm", "dpmpp_2m"]
+# Steps at which each sampler's discretisation error is well below the statistical tolerance of the moment tests
+# (first-order samplers need many more; convergence order is checked separately below).
+STEPS = {"euler": 200, "ddim": 200, "ddpm": 1000, "heun": 40, "dpmpp_2m": 40}
+
+
+def draw(den, n, sampler, steps, seed=0, shape=(1, 1), grid=None, **kw):
+    sig = grid if grid is not None else sf.karras_sigmas(steps, 0.01, 80.0, 7.0)
+    return sf.sample(den, (n, *shape), sig, sampler=sampler, generator=torch.Generator().manual_seed(seed),
+                     dtype=torch.float64, **kw)
+
+
+@pytest.mark.parametrize("sampler", ALL)
+def test_gaussian_moments(sampler):
+    den = GaussianDenoiser(mean=1.5, std=0.7)
+    x = draw(den, 40_000, sampler, STEPS[sampler]).flatten()
+    # Standard errors: mean 0.0035, std 0.0025; a wrong step (e.g. missing 1/sigma or a wrong noise term) is off by >10x.
+    assert float(x.mean()) == pytest.approx(1.5, abs=0.02)
+    assert float(x.std()) == pytest.approx(0.7, abs=0.02)
+
+
+@pytest.mark.parametrize("sampler", ALL)
+def test_mixture_weights_and_modes(sampler):
+    means = torch.tensor([[[-2.0, 0.0]], [[2.0, 1.0]], [[0.0, 4.0]]], dtype=torch.float64)
+    den = GaussianMixtureDenoiser(means, [0.3, 0.5, 0.4], weights=[0.2, 0.5, 0.3])
+    x = draw(den, 20_000, sampler, STEPS[sampler], shape=(1, 2))
+    k = den.responsibilities(x, torch.zeros(len(x))).argmax(1)
+    frac = torch.bincount(k, minlength=3).double() / len(k)
+    assert torch.allclose(frac, torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64), atol=0.02), frac
+    for j, sd in enumerate([0.3, 0.5, 0.4]):
+        xs = x[k == j].reshape(-1, 2)
+        assert torch.allclose(xs.mean(0), means[j, 0], atol=0.05)
+        assert float(xs.std(0).mean()) == pytest.approx(sd, rel=0.08)
+
+
+def ode_error(sampler, steps):
+    den = GaussianDenoiser(0.3, 0.5)
+    grid = sf.karras_sigmas(steps, 0.05, 10.0, 7.0)[:-1]  # stop at sigma_min: every step is a full-order step
+    x_T = torch.linspace(-30, 30, 101, dtype=torch.float64).reshape(101, 1, 1)
+    x = sf.SAMPLERS[sampler](den, x_T, grid)
+    exact = den.ode_solution(x_T, float(grid[0]), float(grid[-1]))
+    return float((x - exact).abs().max())
+
+
+@pytest.mark.parametrize("sampler,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("ddim", 1)])
+def test_convergence_order(sampler, order):
+    e1, e2, e3 = (ode_error(sampler, n) for n in (40, 80, 160))
+    rate = math.log2(e2 / e3)
+    assert abs(rate - order) < 0.25, (e1, e2, e3, rate)
+    assert e2 < e1
+
+
+def test_ddim_eta0_is_euler_and_eta1_is_ddpm():
+    den = GaussianDenoiser(0.0, 1.0)
+    x = torch.randn(64, 1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    grid = sf.EDM().sigmas(12)
+    assert torch.allclose(sf.ddim(den, x, grid, eta=0.0), sf.euler(den, x, grid), atol=1e-10)
+    a = sf.ddim(den, x, grid, eta=1.0, generator=torch.Generator().manual_seed(5))
+    b = sf.ddpm(den, x, grid, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(a, b, atol=1e-10)
+
+
+@given(st.sampled_from(ALL), st.sampled_from([(5, 1, 6), (4, 2, 3, 5), (3, 1, 2, 3, 4)]),
+       st.sampled_from([torch.float32, torch.float64]))
+def test_member_independent_of_batch(sampler, shape, dtype):
+    den = GaussianDenoiser(0.0, 1.0)
+    grid = sf.EDM().sigmas(6)
+    seeds = list(range(100, 100 + shape[0]))
+    kw = {"S_churn": 5.0} if sampler == "heun" else {}
+    full = sf.sample(den, shape, grid, sampler=sampler, generator=sf.generators_from_seeds(seeds), dtype=dtype, **kw)
+    assert full.shape == shape and full.dtype == dtype
+    part = sf.sample(den, (2, *shape[1:]), grid, sampler=sampler, generator=sf.generators_from_seeds(seeds[-2:]),
+                     dtype=dtype, **kw)
+    assert torch.allclose(full[-2:], part, atol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert not torch.allclose(full[0], full[1])
+
+
+def test_heun_churn_is_stochastic_and_calibrated():
+    den = GaussianDenoiser(0.0, 0.8)
+    x = draw(den, 20_000, "heun", 100, S_churn=40.0, S_tmin=0.05, S_tmax=50.0).flatten()
+    assert float(x.std()) == pytest.approx(0.8, abs=0.02)
+    a = draw(den, 8, "heun", 10, seed=1, S_churn=40.0)
+    b = draw(den, 8, "heun", 10, seed=1, S_churn=0.0)
+    assert not torch.allclose(a, b)  # churn must not be silently ignored
+    with pytest.raises(ValueError, match="no effect"):
+        draw(den, 8, "heun", 10, S_churn=10.0, S_tmin=1000.0)
+
+
+def test_callback_sees_every_step():
+    seen = []
+    draw(GaussianDenoiser(), 4, "dpmpp_2m", 7, callback=lambda d: seen.append((d["i"], d["sigma"])))
+    assert [i for i, _ in seen] == list(range(7))
+    assert seen[0][1] == pytest.approx(80.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad,msg", [([1.0, float("nan"), 0.0], "finite"), ([1.0, 2.0, 0.0], "non-increasing"),
+                                     ([1.0], "at least 2"), ([[1.0, 0.0]], "1-D"), ([0.5, -0.1], ">= 0")])
+def test_bad_grids(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        sf.euler(GaussianDenoiser(), torch.zeros(1, 1, 2), torch.tensor(bad))
+
+
+def test_bad_sample_shape_and_sampler():
+    with pytest.raises(ValueError, match="1-3 spatial dims"):
+        sf.euler(GaussianDenoiser(), torch.zeros(2, 3), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sf.sample(GaussianDenoiser(), (1, 1, 2), torch.tensor([1.0, 0.0]), sampler="plms")
+    with pytest.raises(ValueError, match="generators"):
+        sf.sample(GaussianDenoiser(), (3, 1, 2), torch.tensor([1.0, 0.0]), generator=sf.generators_from_seeds(2))
+
+
+def test_nfe_counts():
+    calls = []
+
+    class Counting(GaussianDenoiser):
+        def forward(self, x, sigma, **c):
+            calls.append(1)
+            return super().forward(x, sigma)
+
+    for name in ALL:
+        calls.clear()
+        draw(Counting(), 2, name, 9)
+        assert len(calls) == sf.nfe(name, 9), name
