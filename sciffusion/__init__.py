@@ -4,5 +4,6 @@ from ._version import __version__
 from .diffusion import *  # noqa: F401,F403
 from .diffusion import __all__ as _diffusion_all
 from .nets import UNet
+from .training import EMA, Normalizer, RunError, load_run, save_run
 
-__all__ = ["__version__", "UNet", *_diffusion_all]
+__all__ = ["__version__", "UNet", "EMA", "Normalizer", "RunError", "load_run", "save_run", *_diffusion_all]

@@ -1,0 +1,160 @@
+"""Run directories: atomic writes, tensors-only files, and a manifest that proves a run is whole.
+
+A run directory holds ``weights.safetensors``, ``ema.safetensors`` (optional), ``normalizer.safetensors``
+(optional), ``config.json``, ``metadata.json`` (coordinates, variables, anything a task needs to write outputs) and,
+written last, ``run.json``: the package version and the SHA-256 of every file. A run killed mid-write has no
+``run.json`` (or an old one whose hashes no longer match), so it is refused with a clear error instead of being half
+read. Nothing here unpickles: tensors go through safetensors, and :func:`load_tensors` reads legacy ``.pt`` files
+with ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from .._version import __version__
+
+MANIFEST = "run.json"
+FORMAT = 1
+
+
+class RunError(ValueError):
+    """A run directory that is missing, incomplete, tampered with, or from an incompatible version."""
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], None]) -> None:
+    """Write ``data`` (bytes, or a function that writes a file at the temp path it is given) to ``path`` atomically:
+    temp file in the same directory, fsync, rename, fsync of the directory. Readers see the old file or the new one."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tensors_bytes(tensors: dict[str, Tensor]) -> bytes:
+    return st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+
+
+def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: dict[str, Any],
+             ema: dict[str, Tensor] | None = None, normalizer: dict[str, Tensor] | None = None,
+             metadata: dict[str, Any] | None = None) -> pathlib.Path:
+    """Write a whole run directory; ``run.json`` goes last, so its presence means every other file is complete."""
+    run = pathlib.Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {
+        "weights.safetensors": _tensors_bytes(weights),
+        "config.json": json.dumps(config, indent=2, sort_keys=True, default=str).encode(),
+        "metadata.json": json.dumps(metadata or {}, indent=2, sort_keys=True, default=str).encode(),
+    }
+    if ema is not None:
+        files["ema.safetensors"] = _tensors_bytes(ema)
+    if normalizer is not None:
+        files["normalizer.safetensors"] = _tensors_bytes(normalizer)
+    (run / MANIFEST).unlink(missing_ok=True)  # from here until the end, the run reads as incomplete
+    for name, data in files.items():
+        atomic_write(run / name, data)
+    manifest = {"format": FORMAT, "sciffusion_version": __version__,
+                "files": {name: _sha256(run / name) for name in files}}
+    atomic_write(run / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return run
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
+    run = pathlib.Path(run_dir)
+    if not run.is_dir():
+        raise RunError(f"run directory {run} does not exist")
+    try:
+        manifest = json.loads((run / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run} is not a complete sciffusion run (no {MANIFEST}: interrupted or not a run dir)") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{run / MANIFEST} is not valid JSON: {e.msg}") from None
+    if manifest.get("format") != FORMAT:
+        raise RunError(f"{run} has run format {manifest.get('format')!r}; this sciffusion reads format {FORMAT}")
+    theirs = str(manifest.get("sciffusion_version", "?"))
+    if _major_minor(theirs) != _major_minor(__version__):
+        raise RunError(f"{run} was written by sciffusion {theirs}, incompatible with this {__version__}")
+    return manifest
+
+
+def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and verify a run directory. Returns ``{"weights", "ema", "normalizer", "config", "metadata",
+    "manifest"}`` (absent parts are None)."""
+    run = pathlib.Path(run_dir)
+    manifest = read_manifest(run)
+    out: dict[str, Any] = {"manifest": manifest, "ema": None, "normalizer": None}
+    for name, digest in manifest["files"].items():
+        path = run / name
+        if not path.exists():
+            raise RunError(f"{run} is missing {name}")
+        if _sha256(path) != digest:
+            raise RunError(f"{path} does not match its checksum in {MANIFEST} (modified or corrupted)")
+        data = path.read_bytes()
+        key = name.split(".")[0]
+        if name.endswith(".safetensors"):
+            try:
+                out[key] = st_load(data)
+            except Exception as e:  # safetensors raises its own error types
+                raise RunError(f"{path} is not a valid safetensors file: {e}") from None
+        else:
+            out[key] = json.loads(data)
+    return out
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a tensors-only file (``.safetensors``, or a ``.pt``/``.ckpt`` via ``torch.load(weights_only=True)``).
+    A file that would need arbitrary unpickling (code objects, classes) is refused, never executed."""
+    path = pathlib.Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return st_load(path.read_bytes())
+        except Exception as e:
+            raise RunError(f"{path} is not a valid safetensors file: {e}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"refusing to load {path}: not a plain tensor file ({first[:160]})") from None
