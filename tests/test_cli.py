@@ -1,0 +1,25 @@
+import json
+import subprocess
+import sys
+
+
+import sciffusion as sf
+from sciffusion.cli import main
+
+
+def test_info_reports_a_run(tmp_path, capsys):
+    net = sf.UNet(dims=1, channels=(8, 16))
+    sf.save_run(tmp_path / "run", weights=net.state_dict(), config={"task": "toy"},
+                metadata={"variables": ["sst"], "steps_trained": 12})
+    assert main(["info", str(tmp_path / "run")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "toy" and out["variables"] == ["sst"] and out["steps_trained"] == 12
+    assert out["parameters"] == sum(p.numel() for p in net.parameters())
+
+
+def test_info_error_is_one_line_exit_2(tmp_path):
+    (tmp_path / "half").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "sciffusion.cli", "info", str(tmp_path / "half")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "not a complete sciffusion run" in proc.stderr
