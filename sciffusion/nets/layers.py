@@ -37,21 +37,28 @@ def pad_axes(x: Tensor, pad: Sequence[tuple[int, int]], periodic: Sequence[bool]
 
 
 class Conv(nn.Module):
-    """``dims``-D convolution with 'same' padding that wraps around on periodic axes and is zero elsewhere."""
+    """``dims``-D convolution with 'same' padding that wraps around on periodic axes and is zero elsewhere.
+
+    Zero padding is left to the convolution itself (no copy); only periodic axes are padded by hand.
+    """
 
     def __init__(self, dims: int, c_in: int, c_out: int, kernel: int = 3, stride: int = 1,
                  periodic: Sequence[bool] = (), zero_init: bool = False) -> None:
         super().__init__()
-        self.conv = _CONV[dims](c_in, c_out, kernel, stride=stride, padding=0)
-        self.pad = [((kernel - 1) // 2, kernel // 2)] * dims
+        if kernel % 2 != 1:
+            raise ValueError(f"kernel must be odd for 'same' padding; got {kernel}")
         self.periodic = tuple(periodic) or (False,) * dims
+        half = kernel // 2
+        self.conv = _CONV[dims](c_in, c_out, kernel, stride=stride,
+                                padding=tuple(0 if p else half for p in self.periodic))
+        self.wrap = [(half, half) if p else (0, 0) for p in self.periodic] if half and any(self.periodic) else None
         if zero_init:
             nn.init.zeros_(self.conv.weight)
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pad[0] != (0, 0):
-            x = pad_axes(x, self.pad, self.periodic)
+        if self.wrap:
+            x = pad_axes(x, self.wrap, self.periodic)
         return self.conv(x)
 
 
