@@ -67,7 +67,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 200 == 0:
             print(f"step {step + 1:4d}  loss {sum(losses[-200:]) / 200:.4f}  ({time.time() - t0:.0f} s)", flush=True)
     print(f"sliced W1 to fresh data: untrained model {untrained:.3f}")

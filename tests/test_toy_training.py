@@ -31,7 +31,7 @@ def test_tiny_unet_learns_and_samples_a_toy_distribution():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     first, last = sum(losses[:40]) / 40, sum(losses[-40:]) / 40
     assert last < 0.5 * first, (first, last)
 
