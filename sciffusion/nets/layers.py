@@ -14,9 +14,9 @@ from ..diffusion.tensors import append_dims
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
-def pad_axes(x: Tensor, pad: Sequence[tuple[int, int]], periodic: Sequence[bool], mode: str = "constant") -> Tensor:
+def pad_axes(x: Tensor, pad: Sequence[tuple[int, int]], periodic: Sequence[bool]) -> Tensor:
     """Pad each spatial axis of ``x`` (``(B, C, *spatial)``) by ``pad[i] = (before, after)``: wrap-around on
-    periodic axes, ``mode`` ("constant" zeros or "replicate") on the others."""
+    periodic axes, edge replication on the others."""
     for axis, ((lo, hi), wrap) in enumerate(zip(pad, periodic)):
         if lo == 0 and hi == 0:
             continue
@@ -26,13 +26,9 @@ def pad_axes(x: Tensor, pad: Sequence[tuple[int, int]], periodic: Sequence[bool]
             if lo > n or hi > n:
                 raise ValueError(f"periodic axis {axis} of size {n} is too small to wrap by {max(lo, hi)}")
             x = torch.cat([x.narrow(dim, n - lo, lo), x, x.narrow(dim, 0, hi)], dim=dim)
-        elif mode == "replicate":
+        else:
             x = torch.cat([x.narrow(dim, 0, 1).repeat_interleave(lo, dim), x,
                            x.narrow(dim, n - 1, 1).repeat_interleave(hi, dim)], dim=dim)
-        else:
-            shape_lo, shape_hi = list(x.shape), list(x.shape)
-            shape_lo[dim], shape_hi[dim] = lo, hi
-            x = torch.cat([x.new_zeros(shape_lo), x, x.new_zeros(shape_hi)], dim=dim)
     return x
 
 

@@ -104,7 +104,7 @@ class UNet(nn.Module):
             raise ValueError(f"c_noise must be shaped (batch,) = ({x.shape[0]},); got {tuple(c_noise.shape)}")
         size = x.shape[2:]
         pad = [(0, -n % self.factor) for n in size]
-        h = pad_axes(x, pad, self.periodic, mode="replicate")
+        h = pad_axes(x, pad, self.periodic)
         emb = self.embed(c_noise)
         h = self.conv_in(h)
         skips = [h]
