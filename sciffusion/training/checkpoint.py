@@ -62,12 +62,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], None]) -
         os.close(dir_fd)
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _read_safetensors(data: bytes, path: pathlib.Path) -> dict[str, Tensor]:
+    try:
+        return st_load(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise RunError(f"{path} is not a valid safetensors file: {e}") from None
 
 
 def _tensors_bytes(tensors: dict[str, Tensor]) -> bytes:
@@ -93,7 +92,7 @@ def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: 
     for name, data in files.items():
         atomic_write(run / name, data)
     manifest = {"format": FORMAT, "sciffusion_version": __version__,
-                "files": {name: _sha256(run / name) for name in files}}
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
     atomic_write(run / MANIFEST, json.dumps(manifest, indent=2).encode())
     return run
 
@@ -128,19 +127,14 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     out: dict[str, Any] = {"manifest": manifest, "ema": None, "normalizer": None}
     for name, digest in manifest["files"].items():
         path = run / name
-        if not path.exists():
-            raise RunError(f"{run} is missing {name}")
-        if _sha256(path) != digest:
+        try:
+            data = path.read_bytes()  # read once: hashed and parsed from the same bytes
+        except FileNotFoundError:
+            raise RunError(f"{run} is missing {name}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
             raise RunError(f"{path} does not match its checksum in {MANIFEST} (modified or corrupted)")
-        data = path.read_bytes()
         key = name.split(".")[0]
-        if name.endswith(".safetensors"):
-            try:
-                out[key] = st_load(data)
-            except Exception as e:  # safetensors raises its own error types
-                raise RunError(f"{path} is not a valid safetensors file: {e}") from None
-        else:
-            out[key] = json.loads(data)
+        out[key] = _read_safetensors(data, path) if name.endswith(".safetensors") else json.loads(data)
     return out
 
 
@@ -149,10 +143,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     A file that would need arbitrary unpickling (code objects, classes) is refused, never executed."""
     path = pathlib.Path(path)
     if path.suffix == ".safetensors":
-        try:
-            return st_load(path.read_bytes())
-        except Exception as e:
-            raise RunError(f"{path} is not a valid safetensors file: {e}") from None
+        return _read_safetensors(path.read_bytes(), path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

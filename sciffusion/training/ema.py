@@ -29,7 +29,7 @@ class EMA(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         beta = self.decay()
-        shadow = [p for p in self.shadow.parameters()]
+        shadow = list(self.shadow.parameters())
         live = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(shadow, live, 1.0 - beta)
         for b_s, b in zip(self.shadow.buffers(), model.buffers()):

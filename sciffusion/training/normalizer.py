@@ -8,6 +8,10 @@ import torch
 from torch import Tensor
 
 
+def _per_channel(v: Tensor, like: Tensor) -> Tensor:
+    """A ``(channels,)`` vector shaped to broadcast over ``(batch, channels, *spatial)`` tensors like ``like``."""
+    return v.to(like.device).reshape((1, -1) + (1,) * (like.ndim - 2))
+
 
 class Normalizer:
     """``z = (f(x) - mean) / std`` per channel, with ``f = log1p`` on channels marked ``log`` (precipitation, prices
@@ -66,8 +70,7 @@ class Normalizer:
     def _forward_transform(x: Tensor, log: Sequence[bool]) -> Tensor:
         if not any(log):
             return x
-        flags = torch.tensor(log, device=x.device)
-        flags = flags.reshape(1, -1, *([1] * (x.ndim - 2)))
+        flags = _per_channel(torch.tensor(log), x)
         if (x[torch.broadcast_to(flags, x.shape) & torch.isfinite(x)] <= -1).any():
             raise ValueError("log-transformed channels must be > -1 (log1p)")
         return torch.where(flags, torch.log1p(x.clamp_min(-1 + 1e-12)), x)
@@ -75,8 +78,7 @@ class Normalizer:
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim < 2 or x.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels in dim 1; got shape {tuple(x.shape)}")
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return self.mean.to(x.device).reshape(shape), self.std.to(x.device).reshape(shape)
+        return _per_channel(self.mean, x), _per_channel(self.std, x)
 
     def normalize(self, x: Tensor) -> Tensor:
         mean, std = self._stats(x)
@@ -86,7 +88,7 @@ class Normalizer:
         mean, std = self._stats(z)
         y = z.to(torch.float64) * std + mean
         if any(self.log):
-            flags = torch.tensor(self.log, device=z.device).reshape(1, -1, *([1] * (z.ndim - 2)))
+            flags = _per_channel(torch.tensor(self.log), z)
             y = torch.where(flags, torch.expm1(y), y)
         return y.to(z.dtype)
 
