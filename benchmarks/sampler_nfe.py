@@ -14,7 +14,8 @@ import time
 import torch
 
 import sciffusion as sf
-from common import machine, sliced_wasserstein
+from common import machine
+from sciffusion.metrics import sliced_wasserstein
 
 GRIDS = {
     "vp-linear": lambda n: sf.VP().sigmas(n),

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 import sciffusion as sf
 from sciffusion.cli import main
@@ -23,3 +24,18 @@ def test_info_error_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not a complete sciffusion run" in proc.stderr
+
+
+def test_sliced_wasserstein_matches_scipy_in_1d():
+    import scipy.stats
+    import torch
+
+    from sciffusion.metrics import sliced_wasserstein
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(500, 1, generator=g), torch.randn(500, 1, generator=g) * 2 + 1
+    # In 1-D every unit direction is +-1 and W1 is symmetric under reflection: sliced W1 = W1.
+    ref = scipy.stats.wasserstein_distance(a.flatten().numpy(), b.flatten().numpy())
+    assert sliced_wasserstein(a, b, projections=8) == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="equal sample counts"):
+        sliced_wasserstein(a, b[:10])
