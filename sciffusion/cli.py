@@ -1,4 +1,10 @@
-"""Layer 6, the command line: thin over the Python API. Errors are one line on stderr with exit code 2."""
+"""Layer 6, the command line: thin over the Python API, built from the task registry (no per-task code here).
+
+``sciffusion train TASK --data ... --out RUN`` trains; each task's sampling verb (``sciffusion VERB --run RUN ...``)
+writes outputs; ``sciffusion info RUN`` describes a run. Every flag sets one config key, so ``--config FILE.yaml``
+can set all of them; ``--set KEY=VALUE`` sets any other key and ``--print-config`` shows the resolved config.
+Errors are one line on stderr with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,13 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import Any
 
 from ._version import __version__
 from .training.checkpoint import RunError, load_run
+from .training.config import dump_yaml, get_key, load_yaml, merge, parse_assignment, set_key
+
+FLAG_PREFIX = "cfg:"  # argparse dests of config flags, so they cannot collide with the CLI's own
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -33,13 +43,63 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_config(base: dict[str, Any], args: argparse.Namespace, required: tuple[str, ...]) -> dict[str, Any]:
+    """defaults < ``--config`` YAML < flags < ``--set``; then check the required keys are set."""
+    config = merge(base, load_yaml(args.config)) if args.config else base
+    for dest, value in vars(args).items():
+        if dest.startswith(FLAG_PREFIX):
+            set_key(config, dest[len(FLAG_PREFIX):], value)
+    for item in args.set or []:
+        set_key(config, *parse_assignment(item))
+    if not args.print_config:
+        for key in required:
+            if get_key(config, key) is None:
+                flag = next((f for f in args.flags if f.key == key), None)
+                raise ValueError(f"missing {flag.name if flag else key} (or {key} in the --config file)")
+    return config
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
+    task, training = args.task_obj, args.func_kind == "train"
+    # A sampling command gets no sampling defaults: only what the user gives overrides the run's stored settings.
+    base = task.default_config() if training else merge({"seed": 0, "sampling": {}}, task.defaults)
+    config = resolve_config(base, args, task.required_train if training else task.required_sample)
+    if args.print_config:
+        print(dump_yaml(config), end="")
+        return 0
+    out = task.train(config) if training else task.sample(config)
+    print(f"{'trained ' + task.name + ':' if training else 'wrote'} {out}", file=sys.stderr)
+    return 0
+
+
+def _add_config_flags(p: argparse.ArgumentParser, flags: tuple, task: Any, kind: str) -> None:
+    p.add_argument("--config", help="YAML file with config keys (flags override it)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set any config key, e.g. model.lr=1e-4")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    for f in flags:
+        p.add_argument(f.name, dest=FLAG_PREFIX + f.key, type=f.type, nargs=f.nargs, default=argparse.SUPPRESS,
+                       help=f"{f.help} [{f.key}]")
+    p.set_defaults(func=cmd_task, func_kind=kind, task_obj=task, flags=flags)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .domains import TASKS  # importing the domains registers every task
+    from .tasks.base import COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS
+
     p = argparse.ArgumentParser(prog="sciffusion", description="Diffusion models for scientific data.")
     p.add_argument("--version", action="version", version=f"sciffusion {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="show what a run directory holds")
     info.add_argument("run", help="run directory")
     info.set_defaults(func=cmd_info)
+    train = sub.add_parser("train", help="train a model for a task")
+    train_sub = train.add_subparsers(dest="task", required=True)
+    for task in TASKS.values():
+        _add_config_flags(train_sub.add_parser(task.name, help=task.summary), COMMON_TRAIN_FLAGS + task.train_flags,
+                          task, "train")
+        _add_config_flags(sub.add_parser(task.verb, help=f"sample a trained {task.name} run: {task.summary}"),
+                          COMMON_SAMPLE_FLAGS + task.sample_flags, task, "sample")
     return p
 
 
@@ -48,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (RunError, ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"sciffusion {args.command}: error: {e}", file=sys.stderr)
+    except (RunError, ValueError, KeyError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"sciffusion {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,5 @@
+"""Layer 5, domains: climate, medical and finance I/O, metrics and tasks. Importing this registers every task."""
+
+from ..tasks import TASKS
+
+__all__ = ["TASKS"]

@@ -1,0 +1,144 @@
+"""What a task is, the registry the CLI reads, and the training path every task shares.
+
+A task (generic or from a domain) subclasses :class:`Task`, gives its name, its sampling verb, default config and
+command-line flags, and decorates itself with :func:`register`. The CLI builds ``sciffusion train NAME`` and
+``sciffusion VERB`` from the registry, with no per-task code of its own.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..diffusion import karras_sigmas, measure_sigma_data
+from ..training.config import merge, parse_value
+from ..training.data import ArrayDataset, DiffusionDataModule
+from ..training.fit import export_run, fit
+from ..training.module import DiffusionModule
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {"path": None, "val_fraction": 0.1, "batch_size": 16, "num_workers": 0},
+    "model": {
+        "net": {"channels": [32, 64, 128], "num_res_blocks": 2, "attention_levels": [], "dropout": 0.0},
+        "parameterization": "edm", "process": "edm", "weighting": "edm", "cond_dropout": 0.0,
+        "lr": 2e-4, "weight_decay": 0.0, "warmup_steps": 100, "ema_half_life": 200.0,
+    },
+    "trainer": {"max_steps": 2000, "accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
+                "precision": None, "grad_clip": 1.0, "checkpoint_every": 200, "val_every": 200, "progress": True},
+    "sampling": {"sampler": "heun", "steps": 32, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
+                 "batch_size": 32, "device": "auto"},
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one config key: ``Flag("--variables", "data.variables", "...", nargs="+")``."""
+
+    name: str
+    key: str
+    help: str
+    type: Callable[[str], Any] = parse_value
+    nargs: str | None = None
+
+
+COMMON_TRAIN_FLAGS = (
+    Flag("--data", "data.path", "input data file"),
+    Flag("--out", "out", "run directory to create (or resume)"),
+    Flag("--max-steps", "trainer.max_steps", "optimizer steps in total", int),
+    Flag("--seed", "seed", "seed of the data order, the noise and the weights", int),
+    Flag("--devices", "trainer.devices", "devices: auto, a count, or a list like [0,1]"),
+    Flag("--accelerator", "trainer.accelerator", "cpu, gpu or auto"),
+    Flag("--strategy", "trainer.strategy", "auto, ddp, ..."),
+    Flag("--num-nodes", "trainer.num_nodes", "nodes (multi-node DDP)", int),
+    Flag("--batch-size", "data.batch_size", "per-device batch size", int),
+)
+COMMON_SAMPLE_FLAGS = (
+    Flag("--run", "run", "trained run directory"),
+    Flag("--out", "out", "output file"),
+    Flag("--steps", "sampling.steps", "sampler steps", int),
+    Flag("--sampler", "sampling.sampler", "heun, euler, dpmpp_2m, ddim, ddpm"),
+    Flag("--seed", "seed", "seed of the first sample (sample i uses seed + i)", int),
+    Flag("--device", "sampling.device", "cpu, cuda or auto"),
+)
+
+
+class Task:
+    """Base class of a registered task. Subclasses set the class attributes and implement ``train``/``sample``."""
+
+    name: ClassVar[str]            # sciffusion train NAME
+    verb: ClassVar[str]            # sciffusion VERB --run RUN ...
+    summary: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    train_flags: ClassVar[tuple[Flag, ...]] = ()
+    sample_flags: ClassVar[tuple[Flag, ...]] = ()
+    required_train: ClassVar[tuple[str, ...]] = ("data.path", "out")
+    required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
+
+    def default_config(self) -> dict[str, Any]:
+        return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)
+
+    def train(self, config: dict[str, Any]) -> pathlib.Path:
+        raise NotImplementedError
+
+    def sample(self, config: dict[str, Any]) -> pathlib.Path:
+        raise NotImplementedError
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: add a task to the registry (names and verbs must be unique)."""
+    for other in TASKS.values():
+        if cls.name == other.name or cls.verb == other.verb:
+            raise ValueError(f"task {cls.name!r} (verb {cls.verb!r}) clashes with registered {other.name!r}")
+    TASKS[cls.name] = cls()
+    return cls
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    if spec in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def sampling_sigmas(sampling: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor:
+    """The EDM sigma grid of a run's ``sampling`` config (``steps``, ``sigma_min``, ``sigma_max``, ``rho``)."""
+    return karras_sigmas(int(sampling["steps"]), float(sampling["sigma_min"]), float(sampling["sigma_max"]),
+                         float(sampling["rho"]), device=device)
+
+
+def sampler_options(sampling: dict[str, Any]) -> dict[str, Any]:
+    """Sampler keyword arguments kept in the config (``S_churn`` etc., ``eta``), passed through to the sampler."""
+    keys = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta")
+    return {k: sampling[k] for k in keys if sampling.get(k) is not None}
+
+
+def _sigma_data(dataset: Any) -> float:
+    if isinstance(dataset, ArrayDataset):
+        return measure_sigma_data(dataset.x, None if dataset.mask is None else dataset.mask)
+    batch = torch.stack([dataset[i]["x"] for i in range(min(len(dataset), 256))])
+    return measure_sigma_data(batch)
+
+
+def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: dict[str, Any],
+                 metadata: dict[str, Any] | None = None) -> pathlib.Path:
+    """The one training path: measure ``sigma_data`` on the training split, build the module from
+    ``config["model"]`` with the task's network shape ``net`` (dims, channels in/out/cond, periodic axes), fit with
+    Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory."""
+    model = dict(config["model"])
+    model["net"] = {**model["net"], **net}
+    model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
+    model["seed"] = int(config["seed"])
+    module = DiffusionModule(**model)
+    t = config["trainer"]
+    trainer = fit(module, datamodule, config["out"], max_steps=int(t["max_steps"]), accelerator=t["accelerator"],
+                  devices=t["devices"], strategy=t["strategy"], num_nodes=int(t["num_nodes"]),
+                  precision=t["precision"], grad_clip=t["grad_clip"], checkpoint_every=int(t["checkpoint_every"]),
+                  val_every=t["val_every"], progress=bool(t.get("progress", True)))
+    return export_run(config["out"], module, trainer, config, datamodule.normalizer, metadata)

@@ -1,0 +1,156 @@
+"""Run a training job with Lightning and turn it into a run directory; load a run back for sampling.
+
+A run directory ``RUN`` holds, while training, ``RUN/checkpoints/last.ckpt`` (the full training state, written
+atomically every ``checkpoint_every`` steps; a killed run resumes from it) and ``RUN/logs/version_N/metrics.csv`` (one per start); when
+training ends, the exported run (:func:`~sciffusion.training.save_run`: weights, EMA weights, normaliser, resolved
+config, metadata, manifest) that every sampling command reads.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.loggers import CSVLogger
+
+from ..diffusion import Denoiser
+from .checkpoint import RunError, atomic_write, load_run, save_run
+from .data import DiffusionDataModule
+from .module import DiffusionModule
+from .normalizer import Normalizer
+
+LAST = "checkpoints/last.ckpt"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written atomically (temp file, fsync, rename) and read with ``weights_only=True``:
+    a killed run never leaves half a checkpoint, and a checkpoint that would run code when unpickled is refused."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except FileNotFoundError:
+            raise RunError(f"checkpoint {path} does not exist") from None
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(f"refusing to load checkpoint {path}: not a plain training state ({first[:160]})") from None
+
+
+class StepCheckpoint(L.Callback):
+    """Save the whole training state to ``path`` every ``every`` optimizer steps and when training ends."""
+
+    def __init__(self, path: pathlib.Path, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 step; got {every}")
+        self.path, self.every = path, every
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def default_precision(accelerator: str) -> str:
+    """bf16 autocast on GPUs, full fp32 elsewhere."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str | os.PathLike, *, max_steps: int,
+        accelerator: str = "auto", devices: int | str | list[int] = "auto", strategy: str = "auto",
+        num_nodes: int = 1, precision: str | None = None, grad_clip: float | None = 1.0, checkpoint_every: int = 200,
+        val_every: int | None = None, resume: bool = True, progress: bool = True,
+        callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """Train ``module`` on ``datamodule`` for ``max_steps`` optimizer steps, resuming from ``run_dir``'s last
+    checkpoint when there is one (and ``resume``). Devices, strategy (``"ddp"`` for several GPUs or CPU processes),
+    nodes and precision go to :class:`lightning.Trainer`."""
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1; got {max_steps}")
+    run = pathlib.Path(run_dir)
+    last = run / LAST
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        precision=precision or default_precision(accelerator), gradient_clip_val=grad_clip,
+        callbacks=[StepCheckpoint(last, checkpoint_every), *(callbacks or [])], plugins=[SafeCheckpointIO()],
+        logger=CSVLogger(run, name="logs"), enable_checkpointing=False, use_distributed_sampler=False,
+        val_check_interval=val_every or max_steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(50, max(1, max_steps // 10)),
+    )
+    with warnings.catch_warnings():
+        # The EMA copy is in eval mode on purpose; Lightning warns about any eval-mode module at fit start.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+        # Batches are indexed by step (StepBatchSampler): resuming mid-"epoch" is exact, whatever Lightning fears.
+        warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable")
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    metrics = _scalars(trainer.logged_metrics)
+    if datamodule.val is not None and len(datamodule.val) > 0:
+        for m in trainer.validate(module, datamodule=datamodule, verbose=False):  # the run reports its final val_loss
+            metrics.update(_scalars(m))
+    trainer.sciffusion_metrics = metrics  # what export_run records (validate() resets logged_metrics)
+    return trainer
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def export_run(run_dir: str | os.PathLike, module: DiffusionModule, trainer: L.Trainer, config: dict[str, Any],
+               normalizer: Normalizer | None = None, metadata: dict[str, Any] | None = None) -> pathlib.Path:
+    """Write the sampling-ready run (rank 0 only): weights, EMA weights, normaliser, config, metadata with
+    ``steps_trained`` and the last logged metrics."""
+    run = pathlib.Path(run_dir)
+    if not trainer.is_global_zero:
+        return run
+    metrics = getattr(trainer, "sciffusion_metrics", None) or _scalars(trainer.logged_metrics)
+    meta = {**(metadata or {}), "steps_trained": int(trainer.global_step), "metrics": metrics}
+    config = {**config, "model": dict(module.hparams)}
+    return save_run(run, weights=module.net.state_dict(), ema=module.ema.shadow.state_dict(), config=config,
+                    normalizer=None if normalizer is None else normalizer.state_dict(), metadata=meta)
+
+
+@dataclass
+class TrainedRun:
+    """A loaded run: the module (EMA and live weights), its normaliser, config and metadata."""
+
+    module: DiffusionModule
+    normalizer: Normalizer | None
+    config: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def denoiser(self, ema: bool = True) -> Denoiser:
+        return self.module.denoiser(ema=ema)
+
+    def to(self, device: torch.device | str) -> TrainedRun:
+        self.module.to(device)
+        return self
+
+
+def load_trained(run_dir: str | os.PathLike, task: str | None = None) -> TrainedRun:
+    """Load an exported run (verified by :func:`~sciffusion.training.load_run`); ``task`` checks the run's task."""
+    run = load_run(run_dir)
+    cfg = run["config"]
+    if task is not None and cfg.get("task") != task:
+        raise RunError(f"{run_dir} is a {cfg.get('task')!r} run, not a {task!r} run")
+    if "model" not in cfg:
+        raise RunError(f"{run_dir} has no model config; it was not written by sciffusion train")
+    module = DiffusionModule(**cfg["model"])
+    try:
+        module.net.load_state_dict(run["weights"])
+        module.ema.shadow.load_state_dict(run["ema"] if run["ema"] is not None else run["weights"])
+    except RuntimeError as e:
+        raise RunError(f"{run_dir}: weights do not fit the configured network ({str(e).splitlines()[0]})") from None
+    module.eval()
+    norm = None if run["normalizer"] is None else Normalizer.from_state_dict(run["normalizer"])
+    return TrainedRun(module, norm, cfg, run["metadata"])

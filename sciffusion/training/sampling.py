@@ -1,0 +1,49 @@
+"""Draw many samples (ensemble members, scenario paths, volumes) in batches, one seed each, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..diffusion import generators_from_seeds, sample
+from ..diffusion.precond import DenoiserFn
+
+
+def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, seeds: Sequence[int], *,
+                   sampler: str = "heun", cond: Tensor | None = None, batch_size: int = 32,
+                   device: torch.device | str | None = None, progress: bool = False, desc: str = "sampling",
+                   **sampler_kwargs: Any) -> Tensor:
+    """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` on
+    ``device``.
+
+    Sample ``i`` starts from the noise of ``seeds[i]`` and is conditioned on ``cond[i]`` (``cond`` is ``(n, ...)``),
+    so it is the same whatever ``batch_size`` is. On CUDA the network runs under bf16 autocast (the preconditioning
+    and the sampler's arithmetic stay fp32). ``progress`` shows one bar over all sampler steps of all batches.
+    """
+    n = len(seeds)
+    if n < 1:
+        raise ValueError("need at least one seed")
+    if cond is not None and len(cond) != n:
+        raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
+    device = torch.device(device) if device is not None else (cond.device if cond is not None else torch.device("cpu"))
+    steps = len(sigmas) - 1
+    chunks = range(0, n, batch_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    out = []
+    with tqdm(total=steps * len(chunks), desc=desc, disable=not progress, unit="step") as bar, torch.inference_mode():
+        for lo in chunks:
+            idx = slice(lo, min(n, lo + batch_size))
+            kw = dict(sampler_kwargs)
+            if cond is not None:
+                kw["cond"] = cond[idx].to(device)
+            with autocast:
+                x = sample(denoiser, (idx.stop - idx.start, *shape), sigmas, sampler=sampler,
+                           generator=generators_from_seeds(seeds[idx], device), device=device,
+                           callback=lambda _: bar.update(1), **kw)
+            out.append(x.float())
+    return torch.cat(out)
