@@ -61,15 +61,16 @@ def resolve_config(base: dict[str, Any], args: argparse.Namespace, required: tup
 
 def cmd_task(args: argparse.Namespace) -> int:
     """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
-    task, training = args.task_obj, args.func_kind == "train"
-    # A sampling command gets no sampling defaults: only what the user gives overrides the run's stored settings.
-    base = task.default_config() if training else merge({"seed": 0, "sampling": {}}, task.defaults)
-    config = resolve_config(base, args, task.required_train if training else task.required_sample)
+    task, kind = args.task_obj, args.func_kind
+    # Sampling and evaluation get no sampling defaults: only what the user gives overrides the run's settings.
+    base = task.default_config() if kind == "train" else merge(
+        {k: v for k, v in task.defaults.items() if k != "sampling"}, {"seed": 0, "sampling": {}})
+    config = resolve_config(base, args, getattr(task, f"required_{kind}"))
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0
-    out = task.train(config) if training else task.sample(config)
-    print(f"{'trained ' + task.name + ':' if training else 'wrote'} {out}", file=sys.stderr)
+    out = getattr(task, kind)(config)
+    print(f"{'trained ' + task.name + ':' if kind == 'train' else 'wrote'} {out}", file=sys.stderr)
     return 0
 
 
@@ -95,11 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     train = sub.add_parser("train", help="train a model for a task")
     train_sub = train.add_subparsers(dest="task", required=True)
+    evaluate = sub.add_parser("evaluate", help="score a task's outputs against the truth and the baselines")
+    evaluate_sub = evaluate.add_subparsers(dest="task", required=True)
     for task in TASKS.values():
         _add_config_flags(train_sub.add_parser(task.name, help=task.summary), COMMON_TRAIN_FLAGS + task.train_flags,
                           task, "train")
         _add_config_flags(sub.add_parser(task.verb, help=f"sample a trained {task.name} run: {task.summary}"),
                           COMMON_SAMPLE_FLAGS + task.sample_flags, task, "sample")
+        if task.evaluate_flags:
+            _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
+                              task.evaluate_flags, task, "evaluate")
     return p
 
 

@@ -76,8 +76,10 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {}
     train_flags: ClassVar[tuple[Flag, ...]] = ()
     sample_flags: ClassVar[tuple[Flag, ...]] = ()
+    evaluate_flags: ClassVar[tuple[Flag, ...]] = ()  # non-empty: the task has ``sciffusion evaluate NAME``
     required_train: ClassVar[tuple[str, ...]] = ("data.path", "out")
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
+    required_evaluate: ClassVar[tuple[str, ...]] = ()
 
     def default_config(self) -> dict[str, Any]:
         return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)
@@ -86,6 +88,9 @@ class Task:
         raise NotImplementedError
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
+        raise NotImplementedError
+
+    def evaluate(self, config: dict[str, Any]) -> pathlib.Path:
         raise NotImplementedError
 
 
@@ -127,10 +132,13 @@ def _sigma_data(dataset: Any) -> float:
 
 
 def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: dict[str, Any],
-                 metadata: dict[str, Any] | None = None) -> pathlib.Path:
+                 metadata: dict[str, Any] | None = None, state: dict[str, torch.Tensor] | None = None,
+                 calibrate: Callable[[DiffusionModule], dict[str, Any]] | None = None) -> pathlib.Path:
     """The one training path: measure ``sigma_data`` on the training split, build the module from
     ``config["model"]`` with the task's network shape ``net`` (dims, channels in/out/cond, periodic axes), fit with
-    Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory."""
+    Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory with the task's
+    ``metadata`` and ``state`` tensors. ``calibrate(module)`` (rank 0, after training) may return
+    ``{"sampling": {...}, "metrics": {...}}`` to store in the run's config and metadata."""
     model = dict(config["model"])
     model["net"] = {**model["net"], **net}
     model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
@@ -141,4 +149,9 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
                   devices=t["devices"], strategy=t["strategy"], num_nodes=int(t["num_nodes"]),
                   precision=t["precision"], grad_clip=t["grad_clip"], checkpoint_every=int(t["checkpoint_every"]),
                   val_every=t["val_every"], progress=bool(t.get("progress", True)))
-    return export_run(config["out"], module, trainer, config, datamodule.normalizer, metadata)
+    metadata = dict(metadata or {})
+    if calibrate is not None and trainer.is_global_zero:
+        found = calibrate(module.eval())
+        config = {**config, "sampling": {**config.get("sampling", {}), **found.get("sampling", {})}}
+        metadata["metrics"] = {**metadata.get("metrics", {}), **found.get("metrics", {})}
+    return export_run(config["out"], module, trainer, config, datamodule.normalizer, metadata, state)

@@ -75,8 +75,9 @@ def _tensors_bytes(tensors: dict[str, Tensor]) -> bytes:
 
 def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: dict[str, Any],
              ema: dict[str, Tensor] | None = None, normalizer: dict[str, Tensor] | None = None,
-             metadata: dict[str, Any] | None = None) -> pathlib.Path:
-    """Write a whole run directory; ``run.json`` goes last, so its presence means every other file is complete."""
+             metadata: dict[str, Any] | None = None, state: dict[str, Tensor] | None = None) -> pathlib.Path:
+    """Write a whole run directory; ``run.json`` goes last, so its presence means every other file is complete.
+    ``state`` holds a task's other fitted tensors (climatology, regression coefficients, static fields)."""
     run = pathlib.Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {
@@ -88,6 +89,8 @@ def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: 
         files["ema.safetensors"] = _tensors_bytes(ema)
     if normalizer is not None:
         files["normalizer.safetensors"] = _tensors_bytes(normalizer)
+    if state is not None:
+        files["state.safetensors"] = _tensors_bytes(state)
     (run / MANIFEST).unlink(missing_ok=True)  # from here until the end, the run reads as incomplete
     for name, data in files.items():
         atomic_write(run / name, data)
@@ -120,11 +123,11 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and verify a run directory. Returns ``{"weights", "ema", "normalizer", "config", "metadata",
+    """Read and verify a run directory. Returns ``{"weights", "ema", "normalizer", "state", "config", "metadata",
     "manifest"}`` (absent parts are None)."""
     run = pathlib.Path(run_dir)
     manifest = read_manifest(run)
-    out: dict[str, Any] = {"manifest": manifest, "ema": None, "normalizer": None}
+    out: dict[str, Any] = {"manifest": manifest, "ema": None, "normalizer": None, "state": None}
     for name, digest in manifest["files"].items():
         path = run / name
         try:

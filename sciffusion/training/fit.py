@@ -107,17 +107,19 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def export_run(run_dir: str | os.PathLike, module: DiffusionModule, trainer: L.Trainer, config: dict[str, Any],
-               normalizer: Normalizer | None = None, metadata: dict[str, Any] | None = None) -> pathlib.Path:
+               normalizer: Normalizer | None = None, metadata: dict[str, Any] | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> pathlib.Path:
     """Write the sampling-ready run (rank 0 only): weights, EMA weights, normaliser, config, metadata with
     ``steps_trained`` and the last logged metrics."""
     run = pathlib.Path(run_dir)
     if not trainer.is_global_zero:
         return run
     metrics = getattr(trainer, "sciffusion_metrics", None) or _scalars(trainer.logged_metrics)
-    meta = {**(metadata or {}), "steps_trained": int(trainer.global_step), "metrics": metrics}
+    meta = {**(metadata or {}), "steps_trained": int(trainer.global_step),
+            "metrics": {**metrics, **(metadata or {}).get("metrics", {})}}
     config = {**config, "model": dict(module.hparams)}
     return save_run(run, weights=module.net.state_dict(), ema=module.ema.shadow.state_dict(), config=config,
-                    normalizer=None if normalizer is None else normalizer.state_dict(), metadata=meta)
+                    normalizer=None if normalizer is None else normalizer.state_dict(), metadata=meta, state=state)
 
 
 @dataclass
@@ -128,6 +130,7 @@ class TrainedRun:
     normalizer: Normalizer | None
     config: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def denoiser(self, ema: bool = True) -> Denoiser:
         return self.module.denoiser(ema=ema)
@@ -153,4 +156,4 @@ def load_trained(run_dir: str | os.PathLike, task: str | None = None) -> Trained
         raise RunError(f"{run_dir}: weights do not fit the configured network ({str(e).splitlines()[0]})") from None
     module.eval()
     norm = None if run["normalizer"] is None else Normalizer.from_state_dict(run["normalizer"])
-    return TrainedRun(module, norm, cfg, run["metadata"])
+    return TrainedRun(module, norm, cfg, run["metadata"], run["state"] or {})

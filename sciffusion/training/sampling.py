@@ -47,3 +47,19 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, s
                            callback=lambda _: bar.update(1), **kw)
             out.append(x.float())
     return torch.cat(out)
+
+
+def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, sigma: float, *,
+                     batch_size: int = 32, device: torch.device | str | None = None) -> Tensor:
+    """``D(0; sigma, cond)`` for each row of ``cond``: at a large ``sigma`` the denoiser's estimate from a blank
+    input is the model's conditional mean. Spread inflation scales each member's deviation from it, which keeps a
+    member independent of how many others are drawn (inflating about the ensemble mean would not)."""
+    device = torch.device(device) if device is not None else cond.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    out = []
+    with torch.inference_mode(), autocast:
+        for lo in range(0, len(cond), batch_size):
+            c = cond[lo:lo + batch_size].to(device)
+            x = torch.zeros((len(c), *shape), device=device)
+            out.append(denoiser(x, torch.full((len(c),), float(sigma), device=device), cond=c).float())
+    return torch.cat(out)

@@ -1,0 +1,149 @@
+"""Baselines fitted on the run's training period, the truth for a forecast, and the score table.
+
+Every baseline goes through the same :class:`~.forecast.Inits` and :func:`~.forecast.to_dataset` as the diffusion
+forecast, and every forecast is scored by the same :func:`~.scores.ensemble_scores`:
+
+* ``persistence``: the initial anomaly kept (plus the climatology of the valid time); deterministic.
+* ``climatology``: probabilistic climatology, one member per training year (the training anomalies of the valid
+  time's calendar group), as WeatherBench 2's climatological ensemble.
+* ``damped_persistence``: per-cell AR(1), mean ``phi^l a0`` and Gaussian noise of variance ``var (1 - phi^(2l))``.
+* ``lim``: linear inverse model in the leading EOFs with its noise covariance (:class:`~.stats.LIM`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ...training.fit import TrainedRun, load_trained
+from .fields import canonical, open_fields
+from .forecast import Inits, _fields, initial_states, to_dataset
+from .scores import ensemble_scores, rank_histogram
+from .stats import LIM
+
+BASELINES = ("persistence", "climatology", "damped_persistence", "lim")
+
+
+def _training_anomalies(run: TrainedRun, st: Inits, data) -> tuple[np.ndarray, np.ndarray]:
+    start, end = run.metadata["train_period"]
+    ds = st.ds
+    t = ds[st.grid.time].values
+    idx = [i for i, v in enumerate(t) if str(v) >= start and str(v) <= end]
+    if len(idx) < 3:
+        raise ValueError(f"the data do not hold the run's training period {start} .. {end} needed by the baselines")
+    x = _fields(ds.isel({st.grid.time: idx}), st.variables)
+    keys = st.keys[idx]
+    return x - st.prep.clim.at(keys, st.when[idx]), keys
+
+
+def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_period: str | None = None,
+                       leads: int = 3, members: int = 16, seed: int = 0,
+                       which: tuple[str, ...] = BASELINES) -> dict[str, xr.Dataset]:
+    """The baselines' forecasts for the same initial times, leads and grid as :func:`~.forecast.forecast`."""
+    run = load_trained(run, task="forecast") if not isinstance(run, TrainedRun) else run
+    st = initial_states(run, data, init_period)
+    unknown = set(which) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
+    a_train, keys_train = _training_anomalies(run, st, data)
+    a0 = st.a_hist[:, -1]                                   # (I, C, H, W)
+    I, C, H, W = a0.shape
+    valid = np.isfinite(a0)
+    rng = np.random.default_rng(seed)
+    ar1 = st.prep.ar1
+    out: dict[str, xr.Dataset] = {}
+    for name in which:
+        if name == "persistence":
+            an = np.stack([a0[:, None]] * leads, axis=1)                          # (I, L, 1, C, H, W)
+        elif name == "climatology":
+            G = st.prep.clim.groups
+            per_group = [a_train[keys_train % G == g] for g in range(G)]
+            M = min(len(p) for p in per_group if len(p)) if any(len(p) for p in per_group) else 0
+            an = np.stack([np.stack([per_group[(st.keys[i] + lead) % G][-M:] for i in st.index])
+                           for lead in range(1, leads + 1)], axis=1)              # (I, L, M, C, H, W)
+        elif name == "damped_persistence":
+            an = np.stack([ar1.mean(a0, lead)[:, None] + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
+                           for lead in range(1, leads + 1)], axis=1)
+        else:
+            lim = LIM.fit(a_train, run_lat_weights(st))
+            an = np.stack([lim.ensemble(np.nan_to_num(a0[i]), leads, members, rng) for i in range(I)])
+            an = an.transpose(0, 2, 1, 3, 4, 5)                                   # (I, L, M, C, H, W)
+        an = np.where(valid[:, None, None], an, np.nan)
+        fields = an + np.stack([st.clim_at_lead(lead) for lead in range(1, leads + 1)], axis=1)[:, :, None]
+        out[name] = to_dataset(fields.astype(np.float32), st, f"{name} baseline",
+                               f"fitted on {run.metadata['train_period'][0]} .. {run.metadata['train_period'][1]}")
+    return out
+
+
+def run_lat_weights(st: Inits) -> np.ndarray:
+    return st.grid.lat_weights()
+
+
+def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Dataset:
+    """The observed fields at each (init_time, lead_time) of ``fc`` (NaN past the end of the data)."""
+    variables = [v for v in fc.data_vars]
+    ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
+    times = list(ds[g.time].values)
+    pos = {t: i for i, t in enumerate(times)}
+    missing = [t for t in fc["init_time"].values if t not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} initial time(s) of the forecast are not in the data (first: {missing[0]})")
+    x = _fields(ds, variables)
+    I, L = fc.sizes["init_time"], fc.sizes["lead_time"]
+    out = np.full((I, L, *x.shape[1:]), np.nan)
+    for a, t0 in enumerate(fc["init_time"].values):
+        for b, lead in enumerate(fc["lead_time"].values):
+            j = pos[t0] + int(lead)
+            if j < len(times):
+                out[a, b] = x[j]
+    dims = ("init_time", "lead_time", g.lat, g.lon)
+    return xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},
+                      coords={"init_time": fc["init_time"], "lead_time": fc["lead_time"], g.lat: ds[g.lat],
+                              g.lon: ds[g.lon]})
+
+
+def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str, Any]:
+    """``{variable: {method: {lead: {crps, rmse, spread, spread_skill}, "rank_histogram": [...]}}}``."""
+    table: dict[str, Any] = {}
+    for v in truth.data_vars:
+        table[v] = {}
+        for name, fc in forecasts.items():
+            sc = ensemble_scores(fc[v], truth[v], keep=("lead_time",))
+            entry: dict[str, Any] = {
+                str(int(lead)): {k: float(sc[k].sel(lead_time=lead)) for k in ("crps", "rmse", "spread",
+                                                                                 "spread_skill")}
+                for lead in fc["lead_time"].values}
+            if fc.sizes["member"] > 1:
+                entry["rank_histogram"] = rank_histogram(fc[v].isel(lead_time=0), truth[v].isel(lead_time=0)).tolist()
+            table[v][name] = entry
+    return table
+
+
+def format_table(table: dict[str, Any]) -> str:
+    lines = []
+    for v, methods in table.items():
+        leads = [k for k in next(iter(methods.values())) if k != "rank_histogram"]
+        lines.append(f"{v}: area-weighted fair CRPS / ensemble-mean RMSE / spread-skill by lead")
+        lines.append(f"  {'method':<20}" + "".join(f"  lead {lead:<24}" for lead in leads))
+        for name, entry in methods.items():
+            cells = "".join(f"  {entry[lead]['crps']:.4f} / {entry[lead]['rmse']:.4f} / "
+                            f"{entry[lead]['spread_skill']:.2f}".ljust(31) for lead in leads)
+            lines.append(f"  {name:<20}{cells}")
+    return "\n".join(lines)
+
+
+
+def evaluate_forecast(forecast_ds: xr.Dataset, data, run: TrainedRun | str | pathlib.Path | None = None, *,
+                      baselines: tuple[str, ...] = BASELINES, members: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Score a forecast file against the truth in ``data``, with the baselines of ``run`` on the same initial
+    times and leads. Returns the :func:`score_table` (the forecast is the method ``"sciffusion"``)."""
+    truth = truth_for(forecast_ds, data)
+    methods = {"sciffusion": forecast_ds}
+    if run is not None and baselines:
+        t = forecast_ds["init_time"].values
+        methods |= baseline_forecasts(run, data, init_period=f"{t[0]}/{t[-1]}", leads=forecast_ds.sizes["lead_time"],
+                                      members=members, seed=seed, which=tuple(baselines))
+    return score_table(methods, truth)

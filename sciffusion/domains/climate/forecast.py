@@ -1,0 +1,400 @@
+"""Ensemble forecasting of gridded fields: condition on the last ``k`` states, sample the next one, roll out.
+
+The model works on anomalies from the training period's climatology (per calendar month for monthly data) and
+predicts the *residual* from damped persistence, ``r[t+1] = a[t+1] - phi * a[t]`` with a per-cell AR(1) ``phi``
+fitted on the training period: with a few hundred training states, learning the residual is far easier than
+learning the whole propagator, and a zero-initialised network starts out as the damped-persistence forecast.
+
+    sciffusion train forecast --data F.nc --variables sst --train-period 1991-01/2015-12 --out RUN
+    sciffusion forecast --run RUN --data F.nc --init-period 2016-01/2021-11 --leads 3 --members 16 --out FC.nc
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch.utils.data import Dataset
+
+from ..._version import __version__
+from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
+from ...training.checkpoint import atomic_write
+from ...training.data import DiffusionDataModule
+from ...training.fit import TrainedRun, load_trained
+from ...training.module import DiffusionModule, step_seed
+from ...training.sampling import conditional_mean, sample_batched
+from .fields import Grid, canonical, open_fields, write_netcdf
+from .stats import AR1, Climatology, cycle_keys, years
+
+
+def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
+    """``"1991-01/2015-12"``, ``":2009-12-31"`` or ``"2016/"`` (either end open) -> the matching time steps."""
+    if not period:
+        return ds
+    p = str(period).strip()
+    if "/" in p:
+        start, end = p.split("/", 1)
+    elif p.startswith(":") or p.endswith(":"):
+        start, end = p.split(":", 1) if p.startswith(":") else (p[:-1], "")
+    else:
+        start = end = p  # one year or month: all of it
+    out = ds.sel({time: slice(start or None, end or None)})
+    if out.sizes[time] == 0:
+        raise ValueError(f"{what} {period!r} selects no time steps (the data run from {ds[time].values[0]} to "
+                         f"{ds[time].values[-1]})")
+    return out
+
+
+@dataclass
+class Preprocess:
+    """Everything fitted on the training period that turns fields into model inputs and samples back into fields."""
+
+    history: int
+    clim: Climatology
+    ar1: AR1
+    anom_std: np.ndarray     # (C,)
+    resid_std: np.ndarray    # (C,)
+    static: np.ndarray | None  # (S, H, W), standardised, NaN -> 0
+    masked: bool             # whether any cell is missing: then a validity channel goes into the condition
+
+    def cond(self, a_hist: np.ndarray) -> np.ndarray:
+        """``(N, k, C, H, W)`` anomalies -> ``(N, cond_channels, H, W)`` float32 condition."""
+        n, k, c, h, w = a_hist.shape
+        z = a_hist / self.anom_std[None, None, :, None, None]
+        parts = [np.nan_to_num(z, nan=0.0).reshape(n, k * c, h, w)]
+        if self.static is not None:
+            parts.append(np.broadcast_to(self.static, (n, *self.static.shape)))
+        if self.masked:
+            parts.append(np.isfinite(a_hist[:, -1]).all(1, keepdims=True).astype(np.float64))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def cond_channels(self, channels: int) -> int:
+        return self.history * channels + (0 if self.static is None else len(self.static)) + int(self.masked)
+
+    def target(self, a_prev: np.ndarray, a_next: np.ndarray) -> np.ndarray:
+        return ((a_next - self.ar1.phi * a_prev) / self.resid_std[:, None, None]).astype(np.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        d = {**self.clim.state(), "phi": self.ar1.phi, "anom_var": self.ar1.var, "anom_std": self.anom_std,
+             "resid_std": self.resid_std}
+        if self.static is not None:
+            d["static"] = self.static
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
+
+    @classmethod
+    def from_run(cls, run: TrainedRun) -> Preprocess:
+        s = {k: v.numpy() for k, v in run.state.items()}
+        d = run.config["data"]
+        return cls(int(d["history"]), Climatology.from_state(run.metadata["climatology"], s),
+                   AR1(s["phi"], s["anom_var"]), s["anom_std"], s["resid_std"], s.get("static"),
+                   bool(run.metadata["masked"]))
+
+
+def _fields(ds: xr.Dataset, variables: Sequence[str]) -> np.ndarray:
+    """``(time, C, lat, lon)`` float64 from a canonical dataset (reads the selected steps only)."""
+    return np.stack([ds[v].values.astype(np.float64) for v in variables], axis=1)
+
+
+class ForecastWindows(Dataset):
+    """Training samples read on demand: ``x`` = normalised residual at ``t + 1``, ``cond`` = the ``k`` anomaly
+    states up to ``t`` (+ static fields, + validity), ``weight`` = latitude weights. ``ds`` may be lazily backed
+    (netCDF/zarr, dask): each sample reads ``k + 1`` time steps."""
+
+    def __init__(self, ds: xr.Dataset, variables: Sequence[str], time: str, ends: Sequence[int], keys: np.ndarray,
+                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray) -> None:
+        self.ds, self.variables, self.time, self.ends = ds, list(variables), time, list(ends)
+        self.keys, self.when, self.prep = keys, when, prep
+        self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        t, k = self.ends[j], self.prep.history
+        x = _fields(self.ds.isel({self.time: slice(t - k + 1, t + 2)}), self.variables)
+        a = x - self.prep.clim.at(self.keys[t - k + 1:t + 2], self.when[t - k + 1:t + 2])
+        return {"x": torch.from_numpy(self.prep.target(a[k - 1], a[k])),
+                "cond": torch.from_numpy(self.prep.cond(a[None, :k])[0]), "weight": self.weight}
+
+
+def _calibrator(val: ForecastWindows, sampling: dict[str, Any], members: int, seed: int):
+    """Choose the inflation of member deviations that makes spread/skill 1 on the validation windows (one step)."""
+
+    def calibrate(module: DiffusionModule) -> dict[str, Any]:
+        if len(val) == 0 or not sampling.get("calibrate", True):
+            return {}
+        device = next(module.parameters()).device
+        items = [val[i] for i in range(len(val))]
+        x = torch.stack([it["x"] for it in items]).to(device)
+        cond = torch.stack([it["cond"] for it in items]).repeat_interleave(members, 0).to(device)
+        seeds = [step_seed(seed, i, 10**6) for i in range(len(cond))]
+        z = sample_batched(module.denoiser(), x.shape[1:], sampling_sigmas(sampling, device), seeds,
+                           sampler=sampling["sampler"], cond=cond, batch_size=int(sampling["batch_size"]),
+                           device=device, **sampler_options(sampling)).view(len(x), members, *x.shape[1:])
+        w = val.weight.to(device)
+        ok = torch.isfinite(x)
+        mse = torch.where(ok, (z.mean(1) - x) ** 2 * w, 0).sum() / torch.where(ok, w.expand_as(x), 0).sum()
+        var = torch.where(ok, z.var(1) * w, 0).sum() / torch.where(ok, w.expand_as(x), 0).sum()
+        ratio = float(np.sqrt((members + 1) / members) * var.sqrt() / mse.sqrt())
+        inflation = float(np.clip(1.0 / ratio, 0.5, 4.0))
+        return {"sampling": {"inflation": inflation},
+                "metrics": {"val_spread_skill_raw": ratio, "inflation": inflation, "calibration_windows": len(x)}}
+
+    return calibrate
+
+
+@register
+class Forecast(Task):
+    name = "forecast"
+    verb = "forecast"
+    summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
+    defaults: dict[str, Any] = {
+        "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
+                 "static": None,
+                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0},
+        "model": {"net": {"channels": [32, 64, 128], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
+                  "ema_half_life": 100.0},
+        "trainer": {"max_steps": 1500, "checkpoint_every": 250, "val_every": 250},
+        "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
+                     "inflation": None, "calibrate": True, "calibration_members": 8},
+        "forecast": {"init_period": None, "leads": 3, "members": 16},
+    }
+    train_flags = (
+        Flag("--variables", "data.variables", "variables to model (channels); default: every (time, lat, lon) one",
+             nargs="+"),
+        Flag("--train-period", "data.train_period", "training period, e.g. 1991-01/2015-12 (its tail validates)"),
+        Flag("--history", "data.history", "number of past states to condition on", int),
+        Flag("--climatology", "data.climatology", "anomalies from: auto, month, none"),
+        Flag("--trend", "data.trend", "per-cell polynomial trend degree removed with the climatology (0-3)", int),
+        Flag("--static", "data.static", "static (lat, lon) fields to condition on, e.g. land-sea mask", nargs="+"),
+    )
+    sample_flags = (
+        Flag("--data", "data.path", "netCDF/zarr with the states to start from (and the truth, if it is there)"),
+        Flag("--init-period", "forecast.init_period", "initial times, e.g. 2016-01/2021-11"),
+        Flag("--leads", "forecast.leads", "number of steps to roll out", int),
+        Flag("--members", "forecast.members", "ensemble members", int),
+        Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
+    )
+    required_sample = ("run", "out", "data.path")
+    evaluate_flags = (
+        Flag("--forecast", "evaluate.forecast", "forecast file written by 'sciffusion forecast'"),
+        Flag("--data", "data.path", "netCDF/zarr with the truth (and the run's training period, for baselines)"),
+        Flag("--run", "run", "the run that made the forecast (fits the baselines on its training period)"),
+        Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
+             nargs="+"),
+        Flag("--members", "evaluate.members", "members of the stochastic baselines", int),
+        Flag("--out", "out", "write the score table as JSON here"),
+        Flag("--seed", "seed", "seed of the stochastic baselines", int),
+    )
+    required_evaluate = ("evaluate.forecast", "data.path")
+
+    # --- training --------------------------------------------------------------------------------------------
+    def train(self, config: dict[str, Any]) -> pathlib.Path:
+        d = config["data"]
+        ds, grid = open_fields(d["path"], d["variables"])
+        variables = list(ds.data_vars)
+        k = int(d["history"])
+        if k < 1:
+            raise ValueError(f"history must be >= 1; got {k}")
+        train = select_period(ds, grid.time, d["train_period"], "train-period")
+        if train.sizes[grid.time] < k + 8:
+            raise ValueError(f"the training period has {train.sizes[grid.time]} time steps; need at least {k + 8}")
+        if train.nbytes < float(d["load_max_gb"]) * 2**30:
+            train = train.load()  # small enough: read once, not per sample
+        times = train[grid.time].values
+        x = _fields(train, variables)
+        clim = Climatology.fit(x, times, d["climatology"], int(d.get("trend") or 0))
+        keys, when = cycle_keys(times, clim.kind), years(times)
+        a = x - clim.at(keys, when)
+        ar1 = AR1.fit(a)
+        with np.errstate(invalid="ignore"):
+            anom_std = np.sqrt(np.nanmean(a**2, axis=(0, 2, 3)))
+            resid_std = np.sqrt(np.nanmean((a[1:] - ar1.phi * a[:-1]) ** 2, axis=(0, 2, 3)))
+        if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
+            raise ValueError(f"a variable of {variables} is constant or empty over the training period")
+        static = self._static(d, ds, grid)
+        prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=bool(np.isnan(x).any()))
+        ends = list(range(k - 1, len(times) - 1))
+        n_val = int(round(len(ends) * float(d["val_fraction"])))
+        w = grid.lat_weights()
+        tr = ForecastWindows(train, variables, grid.time, ends[:len(ends) - n_val], keys, when, prep, w)
+        va = ForecastWindows(train, variables, grid.time, ends[len(ends) - n_val:], keys, when, prep, w)
+        dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
+                                 num_workers=int(d.get("num_workers", 0)), seed=int(config["seed"]))
+        C = len(variables)
+        net = {"dims": 2, "in_channels": C, "cond_channels": prep.cond_channels(C), "periodic": [False, grid.periodic]}
+        meta = {"variables": variables, "grid": grid.to_dict(), "climatology": clim.kind, "masked": prep.masked,
+                "step_years": float(np.median(np.diff(when))),
+                "attrs": {v: dict(ds[v].attrs) for v in variables}, "coord_attrs": {
+                    c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
+                "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
+        calibrate = _calibrator(va, config["sampling"], int(config["sampling"]["calibration_members"]),
+                                int(config["seed"]))
+        return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
+
+    @staticmethod
+    def _static(d: dict[str, Any], ds: xr.Dataset, grid: Grid) -> np.ndarray | None:
+        if not d.get("static"):
+            return None
+        names = [d["static"]] if isinstance(d["static"], str) else list(d["static"])
+        src = xr.open_dataset(d["static_path"]) if d.get("static_path") else ds
+        out = []
+        for name in names:
+            if name not in src.variables:
+                raise ValueError(f"static field {name!r} not found in {d.get('static_path') or d['path']}")
+            f = src[name].squeeze(drop=True)
+            if f.ndim != 2:
+                raise ValueError(f"static field {name!r} has dims {f.dims}; need (lat, lon)")
+            f = f.sortby(f.dims[0]).sortby(f.dims[1]).values.astype(np.float64)
+            if f.shape != grid.shape:
+                raise ValueError(f"static field {name!r} is {f.shape}, the data grid is {grid.shape}")
+            sd = np.nanstd(f)
+            out.append(np.nan_to_num((f - np.nanmean(f)) / (sd if sd > 0 else 1.0)))
+        return np.stack(out)
+
+    # --- sampling --------------------------------------------------------------------------------------------
+    def sample(self, config: dict[str, Any]) -> pathlib.Path:
+        run = load_trained(config["run"], task=self.name)
+        fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
+                      leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
+                      seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True)
+        return write_netcdf(fc, config["out"])
+
+    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
+        from .evaluate import BASELINES, evaluate_forecast, format_table
+
+        e = config.get("evaluate", {})
+        path = pathlib.Path(e["forecast"])
+        if not path.exists():
+            raise FileNotFoundError(f"forecast file {path} does not exist")
+        with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as fc:
+            fc = fc.load()
+        if fc.attrs.get("sciffusion_task") != "forecast":
+            raise ValueError(f"{path} is not a forecast written by 'sciffusion forecast'")
+        base = e.get("baselines") or list(BASELINES)
+        base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
+        if base and not config.get("run"):
+            raise ValueError("baselines need --run (they are fitted on the run's training period); or --baselines none")
+        table = evaluate_forecast(fc, config["data"]["path"], config.get("run"), baselines=base,
+                                  members=int(e.get("members", 16)), seed=int(config["seed"]))
+        print(format_table(table))
+        if config.get("out"):
+            out = pathlib.Path(config["out"])
+            atomic_write(out, json.dumps(table, indent=2).encode())
+            return out
+        return "stdout"
+
+
+@dataclass
+class Inits:
+    """The initial states of a set of forecasts, read from ``data`` on the run's grid."""
+
+    ds: xr.Dataset
+    grid: Grid
+    prep: Preprocess
+    variables: list[str]
+    index: list[int]         # time index of each initial state in ds
+    keys: np.ndarray         # cycle group of every time step of ds
+    when: np.ndarray         # fractional year of every time step of ds
+    step_years: float        # the data's time step, in years (for valid times past the end of the data)
+    a_hist: np.ndarray       # (I, k, C, H, W) anomalies up to each initial time
+
+    @property
+    def times(self) -> list:
+        return [self.ds[self.grid.time].values[i] for i in self.index]
+
+    def clim_at_lead(self, lead: int) -> np.ndarray:
+        """``(I, C, H, W)`` climatology at the valid time of ``lead``."""
+        return self.prep.clim.at(np.array([self.keys[i] + lead for i in self.index]),
+                                 np.array([self.when[i] + lead * self.step_years for i in self.index]))
+
+
+def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None) -> Inits:
+    meta = run.metadata
+    variables, grid = meta["variables"], Grid.from_dict(meta["grid"])
+    ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
+    grid.check(g, f"{data}" if not isinstance(data, xr.Dataset) else "the data")
+    prep = Preprocess.from_run(run)
+    times = ds[g.time].values
+    keys, when = cycle_keys(times, prep.clim.kind), years(times)
+    chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
+                           "init-period")["_i"].values
+    k = prep.history
+    index = [int(i) for i in chosen if i >= k - 1]
+    if not index:
+        raise ValueError(f"no initial time in {init_period!r} has the {k} past states the model needs")
+    x = _fields(ds, variables)
+    a_hist = np.stack([x[i - k + 1:i + 1] - prep.clim.at(keys[i - k + 1:i + 1], when[i - k + 1:i + 1])
+                       for i in index])
+    return Inits(ds, g, prep, list(variables), index, keys, when, float(meta["step_years"]), a_hist)
+
+
+def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
+             init_period: str | None = None, leads: int = 3, members: int = 16, seed: int = 0,
+             sampling: dict[str, Any] | None = None, progress: bool = False) -> xr.Dataset:
+    """Roll out ``members`` forecasts of ``leads`` steps from every initial time in ``init_period``.
+
+    Returns a Dataset with each variable shaped ``(init_time, lead_time, member, lat, lon)`` in physical units,
+    the input's coordinates and attributes, NaN where the initial state is NaN. Member ``m`` of initial time ``i``
+    at lead ``l`` is drawn from its own seed, so it does not depend on how many members or initial times are asked.
+    The run's calibrated spread inflation scales each sampled residual's deviation from the model's conditional
+    mean (:func:`~sciffusion.training.sampling.conditional_mean`).
+    """
+    run = load_trained(run, task="forecast") if not isinstance(run, TrainedRun) else run
+    if leads < 1 or members < 1:
+        raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
+    st = initial_states(run, data, init_period)
+    prep, g = st.prep, st.grid
+    s = {**run.config["sampling"], **(sampling or {})}
+    device = resolve_device(s.get("device"))
+    run.to(device)
+    I, C = st.a_hist.shape[0], len(st.variables)
+    valid = np.isfinite(st.a_hist[:, -1])                                                   # (I, C, H, W)
+    a_hist = np.repeat(st.a_hist, members, axis=0)                                          # (I*M, k, C, H, W)
+    inflation = float(s.get("inflation") or 1.0)
+    sigmas = sampling_sigmas(s, device)
+    out = np.empty((I, leads, members, C, *g.shape), dtype=np.float32)
+    for lead in range(1, leads + 1):
+        cond = torch.from_numpy(prep.cond(a_hist))
+        seeds = [step_seed(seed, i * 100_003 + m, lead) for i in st.index for m in range(members)]
+        z = sample_batched(run.denoiser(), (C, *g.shape), sigmas, seeds, sampler=s["sampler"], cond=cond,
+                           batch_size=int(s.get("batch_size", 32)), device=device, progress=progress,
+                           desc=f"lead {lead}/{leads}", **sampler_options(s)).cpu().numpy().astype(np.float64)
+        if inflation != 1.0:
+            m = conditional_mean(run.denoiser(), (C, *g.shape), cond, float(s["sigma_max"]),
+                                 batch_size=int(s.get("batch_size", 32)), device=device).cpu().numpy()
+            z = m + inflation * (z - m)
+        r = (z * prep.resid_std[None, :, None, None]).reshape(I, members, C, *g.shape)
+        a_next = prep.ar1.phi * a_hist[:, -1].reshape(I, members, C, *g.shape) + r
+        a_next = np.where(valid[:, None], a_next, np.nan)
+        out[:, lead - 1] = (a_next + st.clim_at_lead(lead)[:, None]).astype(np.float32)
+        a_hist = np.concatenate([a_hist[:, 1:], a_next.reshape(I * members, 1, C, *g.shape)], axis=1)
+    note = (f"run {run.config.get('out')}, {members} members, {leads} leads, sampler {s['sampler']} {s['steps']} "
+            f"steps, spread inflation {inflation:.3f}")
+    return to_dataset(out, st, "sciffusion diffusion forecast", note, {"sciffusion_inflation": inflation})
+
+
+def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None
+               ) -> xr.Dataset:
+    """``(I, L, M, C, H, W)`` fields -> Dataset of ``(init_time, lead_time, member, lat, lon)`` variables with the
+    input's attributes and coordinates, and a history line."""
+    ds, g = st.ds, st.grid
+    I, L, M = out.shape[:3]
+    coords = {"init_time": ("init_time", np.asarray(st.times), ds[g.time].attrs),
+              "lead_time": ("lead_time", np.arange(1, L + 1),
+                            {"long_name": "forecast lead", "units": "time steps of the input data"}),
+              "member": ("member", np.arange(M), {"long_name": "ensemble member"}),
+              g.lat: ds[g.lat], g.lon: ds[g.lon]}
+    stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} sciffusion {__version__}"
+    data_vars = {v: (("init_time", "lead_time", "member", g.lat, g.lon), out[:, :, :, c], ds[v].attrs)
+                 for c, v in enumerate(st.variables)}
+    history = f"{stamp} {source}: {note}" + ("\n" + ds.attrs["history"] if "history" in ds.attrs else "")
+    return xr.Dataset(data_vars, coords=coords, attrs={**ds.attrs, "history": history, "source": source,
+                                                       "sciffusion_task": "forecast", **(attrs or {})})

@@ -1,0 +1,293 @@
+"""Climate domain: ingestion, scores against reference libraries, fitted statistics, forecast files, the CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from sciffusion import datasets
+from sciffusion.cli import main
+from sciffusion.domains.climate import Grid, canonical, crps_ensemble, open_fields, skill_spread, weighted_mean
+from sciffusion.domains.climate.evaluate import baseline_forecasts, truth_for
+from sciffusion.domains.climate.forecast import forecast, select_period
+from sciffusion.domains.climate.scores import ensemble_scores, rank_histogram
+from sciffusion.domains.climate.stats import AR1, LIM, Climatology, choose_cycle
+
+OSTIA = datasets.path("ostia_sst")
+A1B = datasets.path("hadcm3_a1b")
+TINY = ["--accelerator", "cpu", "--set", "trainer.progress=false", "--set", "model.net.channels=[8,16]",
+        "--set", "sampling.steps=3", "--set", "sampling.calibration_members=3"]
+
+
+def toy(lat=(30.0, 10.0, -10.0), lon=(-90.0, 0.0, 90.0, 180.0), nt=30, names=("latitude", "longitude")):
+    t = pd.date_range("2000-01-01", periods=nt, freq="MS")
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(nt, len(lat), len(lon))) + np.asarray(lat)[None, :, None] / 10
+    ds = xr.Dataset({"tas": (("time", names[0], names[1]), data, {"units": "K", "long_name": "air temperature"})},
+                    coords={"time": t, names[0]: (names[0], list(lat), {"units": "degrees_north"}),
+                            names[1]: (names[1], list(lon), {"units": "degrees_east"})},
+                    attrs={"title": "toy"})
+    return ds
+
+
+# --- ingestion ----------------------------------------------------------------------------------------------
+def test_canonical_sorts_lat_wraps_lon_and_keeps_values_and_attrs():
+    ds = toy(lon=(270.0, 0.0, 90.0, 180.0))
+    out, grid = canonical(ds, ["tas"])
+    assert grid.lat_values == (-10.0, 10.0, 30.0) and grid.lon_values == (0.0, 90.0, 180.0, 270.0)
+    assert grid.periodic  # four 90-degree steps cover the globe
+    for la, lo in [(30.0, 270.0), (-10.0, 0.0)]:
+        assert float(out.tas.sel(latitude=la, longitude=lo)[3]) == float(ds.tas.sel(latitude=la, longitude=lo)[3])
+    assert out.tas.attrs == ds.tas.attrs and out.attrs == ds.attrs
+    assert out.latitude.attrs == ds.latitude.attrs
+
+
+def test_negative_longitudes_stay_in_their_convention_and_regional_grids_are_not_periodic():
+    out, grid = canonical(toy(lon=(10.0, -20.0, -10.0)), ["tas"])
+    assert grid.lon_values == (-20.0, -10.0, 10.0) and not grid.periodic
+
+
+def test_coordinate_names_found_from_cf_attributes():
+    ds = toy(names=("yy", "xx"))
+    ds["yy"].attrs["standard_name"] = "latitude"
+    ds["xx"].attrs = {"units": "degrees_east"}
+    _, grid = canonical(ds)
+    assert (grid.lat, grid.lon, grid.time) == ("yy", "xx", "time")
+
+
+def _no_lat(ds):
+    ds = ds.rename(latitude="foo")
+    ds["foo"].attrs = {}
+    return ds
+
+
+@pytest.mark.parametrize("mutate, variables, message", [
+    (lambda ds: ds, ["sst"], "variable(s) ['sst'] not in the data"),
+    (lambda ds: ds.isel(time=[0, 2, 1, 3]), ["tas"], "not strictly increasing"),
+    (_no_lat, None, "no latitude dimension"),
+    (lambda ds: ds.assign(tas=ds.tas.expand_dims(level=[1, 2], axis=1)), ["tas"], "need exactly"),
+])
+def test_bad_inputs_give_clear_errors(mutate, variables, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        canonical(mutate(toy()), variables)
+
+
+def test_grid_check_names_both_grids():
+    _, a = canonical(toy(), ["tas"])
+    _, b = canonical(toy(lat=(40.0, 20.0, 0.0)), ["tas"])
+    with pytest.raises(ValueError, match="does not match the run's 3x4 grid"):
+        a.check(b)
+    a.check(Grid.from_dict(a.to_dict()))
+    w = a.lat_weights()
+    assert w.mean() == pytest.approx(1.0) and w[1] > w[2]
+
+
+def test_real_ostia_file_is_global_with_nan_land():
+    ds, grid = open_fields(OSTIA)
+    assert grid.periodic and grid.shape == (18, 432) and list(ds.data_vars) == ["surface_temperature"]
+    frac = float(ds.surface_temperature.isnull().mean())
+    assert 0.2 < frac < 0.35
+    assert choose_cycle(ds.time.values) == "month"
+    a1b, g2 = open_fields(A1B)
+    assert not g2.periodic and choose_cycle(a1b.time.values) == "none"  # annual means, 360-day calendar
+
+
+def test_select_period_forms():
+    ds = toy(nt=36)
+    assert select_period(ds, "time", "2000-03/2000-05").sizes["time"] == 3
+    assert select_period(ds, "time", ":2000-12").sizes["time"] == 12
+    assert select_period(ds, "time", "2002").sizes["time"] == 12
+    with pytest.raises(ValueError, match="selects no time steps"):
+        select_period(ds, "time", "1990/1991")
+
+
+# --- scores -------------------------------------------------------------------------------------------------
+def _ens(seed=0, shape=(6, 5, 7), members=9, lat=None):
+    rng = np.random.default_rng(seed)
+    lat = np.linspace(-60, 60, shape[1]) if lat is None else lat
+    fc = xr.DataArray(rng.normal(size=(*shape, members)), dims=("time", "lat", "lon", "member"), coords={"lat": lat})
+    tr = xr.DataArray(rng.normal(size=shape), dims=("time", "lat", "lon"), coords={"lat": lat})
+    return fc, tr
+
+
+def test_crps_matches_properscoring_and_scoringrules():
+    import properscoring
+    import scoringrules
+
+    fc, tr = _ens()
+    np.testing.assert_allclose(crps_ensemble(fc, tr, fair=False).values,
+                               properscoring.crps_ensemble(tr.values, fc.values), rtol=1e-12)
+    np.testing.assert_allclose(crps_ensemble(fc, tr).values,
+                               np.asarray(scoringrules.crps_ensemble(tr.values, fc.values, estimator="fair")),
+                               rtol=1e-12)
+
+
+def test_crps_and_spread_skip_nan_cells():
+    fc, tr = _ens()
+    tr[0, 0, 0] = np.nan
+    c = crps_ensemble(fc, tr)
+    assert np.isnan(c[0, 0, 0]) and np.isfinite(c[1]).all()
+    assert np.isfinite(weighted_mean(c)).all()
+
+
+def test_weighted_mean_by_hand():
+    da = xr.DataArray([[1.0, 3.0], [5.0, np.nan]], dims=("lat", "lon"), coords={"lat": [0.0, 60.0]})
+    w0, w1 = 1.0, np.cos(np.deg2rad(60.0))
+    expected = (w0 * 1 + w0 * 3 + w1 * 5) / (2 * w0 + w1)
+    assert float(weighted_mean(da)) == pytest.approx(expected)
+
+
+def test_calibrated_ensemble_has_spread_skill_one_and_flat_ranks():
+    rng = np.random.default_rng(1)
+    n, M = 20000, 10
+    fc = xr.DataArray(rng.normal(size=(n, 1, M)), dims=("time", "lat", "member"), coords={"lat": [0.0]})
+    tr = xr.DataArray(rng.normal(size=(n, 1)), dims=("time", "lat"), coords={"lat": [0.0]})
+    ratio = float(skill_spread(fc, tr)["spread_skill"])
+    assert ratio == pytest.approx(1.0, abs=0.03)
+    hist = rank_histogram(fc, tr)
+    assert hist.sum() == n and hist.min() > 0.8 * n / (M + 1)
+    narrow = float(skill_spread(fc * 0.5, tr)["spread_skill"])
+    assert narrow < 0.6
+    hist_narrow = rank_histogram(fc * 0.5, tr)
+    assert hist_narrow[0] > 2 * hist_narrow[M // 2]  # under-dispersed: U-shaped
+
+
+def test_deterministic_forecast_crps_is_mae():
+    fc, tr = _ens(members=1)
+    sc = ensemble_scores(fc, tr, keep=())
+    assert float(sc["crps"]) == pytest.approx(float(weighted_mean(abs(fc.isel(member=0) - tr))))
+    assert np.isnan(float(sc["spread_skill"]))
+
+
+# --- fitted statistics --------------------------------------------------------------------------------------
+def test_climatology_recovers_a_seasonal_cycle_and_a_trend():
+    t = pd.date_range("1990-01-01", periods=120, freq="MS")
+    yrs = np.asarray(t.year + (t.month - 1) / 12)
+    cycle = np.sin(2 * np.pi * (np.asarray(t.month) - 1) / 12)
+    x = (cycle + 0.05 * (yrs - 1990) ** 2)[:, None, None, None] * np.ones((1, 1, 2, 3))
+    clim = Climatology.fit(x, t.values, "month", trend_degree=2)
+    from sciffusion.domains.climate.stats import cycle_keys, years
+    back = clim.at(cycle_keys(t.values, "month"), years(t.values))
+    np.testing.assert_allclose(back, x, atol=1e-8)
+    later = clim.at(np.array([0]), np.array([2010.0]))  # extrapolated trend + January
+    assert later[0, 0, 0, 0] == pytest.approx(0.05 * 20**2 + 0.0, abs=1e-6)
+
+
+def test_ar1_recovers_phi():
+    rng = np.random.default_rng(0)
+    phi = np.array([0.2, 0.7])[:, None, None]
+    a = np.zeros((4000, 2, 1, 1))
+    for t in range(1, 4000):
+        a[t] = phi * a[t - 1] + rng.normal(size=(2, 1, 1))
+    fit = AR1.fit(a)
+    np.testing.assert_allclose(fit.phi, phi, atol=0.04)
+    np.testing.assert_allclose(fit.var, 1 / (1 - phi**2), rtol=0.1)
+
+
+def test_lim_recovers_the_propagator_and_keeps_spread():
+    rng = np.random.default_rng(0)
+    A = np.array([[0.8, 0.1], [-0.2, 0.6]])
+    p = np.zeros((3000, 2))
+    for t in range(1, 3000):
+        p[t] = A @ p[t - 1] + rng.normal(size=2)
+    patterns = np.linalg.qr(rng.normal(size=(12, 2)))[0].T  # two orthonormal spatial patterns over 12 cells
+    a = (p @ patterns).reshape(3000, 1, 3, 4)
+    lim = LIM.fit(a, np.ones(3), variance=0.999)
+    assert lim.A.shape == (2, 2)
+    evals = np.sort(np.abs(np.linalg.eigvals(lim.A)))
+    np.testing.assert_allclose(evals, np.sort(np.abs(np.linalg.eigvals(A))), atol=0.05)
+    ens = lim.ensemble(a[-1, ], 2, 500, rng)
+    assert ens.shape == (500, 2, 1, 3, 4) and 0.5 < ens[:, 1].std() / a.std() < 1.5
+
+
+# --- forecast end to end on real data -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ostia_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ostia")
+    run = d / "run"
+    assert main(["train", "forecast", "--data", str(OSTIA), "--train-period", "2006-04/2009-03", "--out", str(run),
+                 "--max-steps", "4", *TINY]) == 0
+    fc = d / "fc.nc"
+    assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09",
+                 "--leads", "2", "--members", "3", "--out", str(fc)]) == 0
+    return run, fc
+
+
+def test_forecast_file_format(ostia_run):
+    run, path = ostia_run
+    src, _ = open_fields(OSTIA)
+    fc = xr.open_dataset(path)
+    v = fc.surface_temperature
+    assert v.dims == ("init_time", "lead_time", "member", "latitude", "longitude")
+    assert v.shape == (6, 2, 3, 18, 432)
+    assert v.attrs["units"] == "K" and v.attrs["standard_name"] == "surface_temperature"
+    xr.testing.assert_identical(fc.latitude, src.latitude)
+    xr.testing.assert_identical(fc.longitude, src.longitude)
+    land = src.surface_temperature.sel(time="2009-09").isnull().values[0]
+    assert np.isnan(v.isel(init_time=-1).values[:, :, land]).all()  # NaN where the input is NaN
+    sea = v.isel(init_time=-1).values[:, :, ~land]
+    assert np.isfinite(sea).all() and 280 < np.nanmean(sea) < 310  # physical units (K), not normalised
+    assert "sciffusion" in fc.attrs["history"] and fc.attrs["sciffusion_task"] == "forecast"
+    assert str(fc.init_time.values[0])[:7] == "2009-04"
+
+
+def test_forecast_members_do_not_depend_on_the_ensemble_size(ostia_run):
+    run, _ = ostia_run
+    a = forecast(run, OSTIA, init_period="2009-05", leads=1, members=2)
+    b = forecast(run, OSTIA, init_period="2009-05", leads=1, members=4)
+    np.testing.assert_array_equal(a.surface_temperature.values, b.surface_temperature.isel(member=[0, 1]).values)
+
+
+def test_run_records_calibration_and_grid(ostia_run, capsys):
+    run, _ = ostia_run
+    assert main(["info", str(run)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["variables"] == ["surface_temperature"] and info["grid"]["periodic"] is True
+    assert 0.5 <= info["metrics"]["inflation"] <= 4.0 and info["metrics"]["val_spread_skill_raw"] > 0
+
+
+def test_baselines_and_evaluate(ostia_run, tmp_path, capsys):
+    run, path = ostia_run
+    fc = xr.open_dataset(path)
+    base = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=5)
+    assert set(base) == {"persistence", "climatology", "damped_persistence", "lim"}
+    truth = truth_for(fc, OSTIA)
+    src, _ = open_fields(OSTIA)
+    np.testing.assert_array_equal(truth.surface_temperature.isel(init_time=0, lead_time=0).values,
+                                  src.surface_temperature.sel(time="2009-05").values[0])
+    # anomaly persistence at lead 1 = initial field - clim(init month) + clim(valid month)
+    p = base["persistence"].surface_temperature
+    assert p.sizes["member"] == 1 and base["climatology"].sizes["member"] == 3  # three training years per month
+    assert base["lim"].surface_temperature.shape == (6, 2, 5, 18, 432)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "forecast", "--forecast", str(path), "--data", str(OSTIA), "--run", str(run),
+                 "--out", str(out)]) == 0
+    table = json.loads(out.read_text())["surface_temperature"]
+    assert set(table) == {"sciffusion", "persistence", "climatology", "damped_persistence", "lim"}
+    assert all(table[m]["1"]["crps"] > 0 for m in table)
+    assert "area-weighted fair CRPS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "forecast", "--data", str(OSTIA), "--variables", "sst", "--out", "R"], "variable(s) ['sst'] not in"),
+    (["train", "forecast", "--data", str(OSTIA), "--train-period", "1990/1991", "--out", "R"], "selects no time"),
+    (["forecast", "--run", "R", "--out", "f.nc"], "missing --data"),
+])
+def test_forecast_cli_errors(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "R").exists()
+
+
+def test_forecast_refuses_another_grid(ostia_run, tmp_path, capsys):
+    run, _ = ostia_run
+    src = xr.open_dataset(OSTIA).isel(longitude=slice(0, 200))
+    other = tmp_path / "cut.nc"
+    src.to_netcdf(other)
+    assert main(["forecast", "--run", str(run), "--data", str(other), "--out", str(tmp_path / "f.nc")]) == 2
+    assert "does not match the run's 18x432 grid" in capsys.readouterr().err
+    assert not (tmp_path / "f.nc").exists()
