@@ -31,7 +31,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "sciffusion_version": man.get("sciffusion_version"),
         "task": cfg.get("task"),
         "variables": meta.get("variables"),
-        "grid": meta.get("grid"),
+        "grid": _grid_summary(meta.get("grid")),
         "steps_trained": meta.get("steps_trained"),
         "metrics": meta.get("metrics"),
         "parameters": n_params,
@@ -41,6 +41,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _grid_summary(grid: Any) -> Any:
+    """Coordinate lists shortened to their size and range, so ``info`` stays readable."""
+    if not isinstance(grid, dict):
+        return grid
+    return {k: (f"{len(v)} values, {v[0]:g} .. {v[-1]:g}" if isinstance(v, list) and len(v) > 4 else v)
+            for k, v in grid.items()}
 
 
 def resolve_config(base: dict[str, Any], args: argparse.Namespace, required: tuple[str, ...]) -> dict[str, Any]:

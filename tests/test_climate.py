@@ -291,3 +291,97 @@ def test_forecast_refuses_another_grid(ostia_run, tmp_path, capsys):
     assert main(["forecast", "--run", str(run), "--data", str(other), "--out", str(tmp_path / "f.nc")]) == 2
     assert "does not match the run's 18x432 grid" in capsys.readouterr().err
     assert not (tmp_path / "f.nc").exists()
+
+
+def test_static_fields_and_on_demand_reading(tmp_path):
+    ds = toy(lat=tuple(np.linspace(40, -40, 8)), lon=tuple(np.arange(0, 360, 22.5)), nt=40)
+    orog = np.arange(8 * 16, dtype=float).reshape(8, 16)  # row 0 is latitude 40 (the toy's lats descend)
+    ds = ds.assign(orog=(("latitude", "longitude"), orog))
+    path = tmp_path / "toy.nc"
+    ds.to_netcdf(path)
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(path), "--variables", "tas", "--static", "orog", "--out", str(run),
+                 "--max-steps", "2", "--set", "data.load_max_gb=0", *TINY]) == 0  # 0 GB: read samples on demand
+    from sciffusion.training.fit import load_trained
+    trained = load_trained(run)
+    static = trained.state["static"].numpy()
+    assert static.shape == (1, 8, 16)
+    z = (orog - orog.mean()) / orog.std()
+    np.testing.assert_allclose(static[0], z[::-1], rtol=1e-6)  # rows follow the sorted (ascending) latitudes
+    assert trained.module.net.cond_channels == 2 + 1  # two past states + one static field
+    bad = tmp_path / "bad.nc"
+    ds.assign(orog=(("latitude", "longitude"), np.zeros((8, 16)))).isel(longitude=slice(0, 8)).to_netcdf(bad)
+    assert main(["train", "forecast", "--data", str(bad), "--variables", "tas", "--static", "nope", "--out",
+                 str(tmp_path / "r2"), "--max-steps", "1", *TINY]) == 2
+
+
+# --- downscaling --------------------------------------------------------------------------------------------
+from sciffusion.domains.climate.downscale import block_mean, interpolate, radial_spectrum  # noqa: E402
+
+
+def test_block_mean_and_interpolation_geometry():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 0] = np.nan
+    bm = block_mean(x, 2)
+    assert bm.shape == (1, 1, 2, 2) and bm[0, 0, 0, 0] == pytest.approx((1 + 4 + 5) / 3)
+    assert np.isnan(block_mean(np.full((2, 2), np.nan), 2)).all()
+    with pytest.raises(ValueError, match="not a multiple"):
+        block_mean(np.zeros((3, 4)), 2)
+    ramp = np.tile(np.arange(8.0), (2, 1))[None, None]  # a linear ramp in longitude
+    up = interpolate(block_mean(ramp, 2), 2, periodic=False)
+    np.testing.assert_allclose(up[0, 0, :, 2:6], ramp[0, 0, :, 2:6], atol=1e-12)  # exact away from the edges
+    wave = np.sin(2 * np.pi * np.arange(16) / 16)[None, None, None].repeat(2, 2)
+    upw = interpolate(block_mean(wave, 2), 2, periodic=True)
+    assert np.abs(upw - wave).max() < 0.1  # wraps: no edge error on a global grid
+
+
+def test_radial_spectrum_sees_fine_scales():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(8, 32, 32))
+    smooth = interpolate(block_mean(noise[:, None], 4), 4, periodic=False)[:, 0]
+    ratio = radial_spectrum(smooth) / radial_spectrum(noise)
+    assert ratio[-4:].mean() < 0.2 and radial_spectrum(noise).shape == (16,)
+
+
+@pytest.fixture(scope="module")
+def a1b_downscale(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ds")
+    run, out = d / "run", d / "fine.nc"
+    assert main(["train", "downscale", "--data", str(A1B), "--factor", "4", "--train-period", "1860/2029",
+                 "--out", str(run), "--max-steps", "3", *TINY]) == 0
+    assert main(["downscale", "--run", str(run), "--data", str(A1B), "--period", "2090/2099", "--members", "3",
+                 "--out", str(out)]) == 0
+    return run, out
+
+
+def test_downscale_output_and_evaluate(a1b_downscale, tmp_path, capsys):
+    run, out = a1b_downscale
+    ds = xr.open_dataset(out)
+    v = ds.air_temperature
+    assert v.dims == ("time", "member", "latitude", "longitude") and v.shape == (10, 3, 36, 48)
+    assert v.attrs["units"] == "K"
+    src, _ = open_fields(A1B)
+    np.testing.assert_allclose(ds.latitude.values, src.latitude.values[:36])
+    assert 250 < float(v.mean()) < 310 and np.isfinite(v.values).all()
+    assert ds.attrs["sciffusion_task"] == "downscale"
+    scores = tmp_path / "s.json"
+    assert main(["evaluate", "downscale", "--downscaled", str(out), "--data", str(A1B), "--run", str(run),
+                 "--out", str(scores)]) == 0
+    table = json.loads(scores.read_text())["air_temperature"]
+    assert set(table) == {"sciffusion", "bilinear", "bicubic", "interp_bias_gaussian"}
+    assert table["bilinear"]["spectrum_ratio_fine"] < 1.0  # interpolation is too smooth
+    assert table["sciffusion"]["crps"] > 0
+
+
+def test_downscale_from_coarse_file_matches_from_fine(a1b_downscale, tmp_path):
+    run, _ = a1b_downscale
+    from sciffusion.domains.climate.downscale import downscale
+
+    src = xr.open_dataset(A1B, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+    fine = src.air_temperature.isel(time=slice(-3, None), latitude=slice(0, 36), longitude=slice(0, 48))
+    coarse = fine.coarsen(latitude=4, longitude=4).mean()
+    a = downscale(run, src.isel(time=slice(-3, None)), members=2)
+    b = downscale(run, coarse.to_dataset(), members=2)
+    np.testing.assert_allclose(a.air_temperature.values, b.air_temperature.values, rtol=1e-5)
+    with pytest.raises(ValueError, match="neither the run's fine grid nor its coarse grid"):
+        downscale(run, coarse.isel(longitude=slice(0, 10)).to_dataset(), members=1)

@@ -1,8 +1,9 @@
 """Climate and weather fields: netCDF/zarr ingestion, ensemble forecasts, scores and baselines."""
 
 from .fields import Grid, canonical, open_fields, write_netcdf
+from .downscale import Downscale, downscale
 from .forecast import Forecast, forecast
 from .scores import crps_ensemble, ensemble_scores, rank_histogram, skill_spread, weighted_mean
 
-__all__ = ["Grid", "canonical", "open_fields", "write_netcdf", "Forecast", "forecast", "crps_ensemble",
+__all__ = ["Grid", "canonical", "open_fields", "write_netcdf", "Forecast", "forecast", "Downscale", "downscale", "crps_ensemble",
            "ensemble_scores", "rank_histogram", "skill_spread", "weighted_mean"]

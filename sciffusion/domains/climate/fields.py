@@ -7,6 +7,7 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -135,6 +136,20 @@ def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None) -> tuple[x
     return ds, grid
 
 
+def static_field(da: xr.DataArray, grid: Grid) -> np.ndarray:
+    """A (lat, lon) field (land-sea mask, orography) on ``grid``: latitude sorted and longitude wrapped as the data
+    were, then checked against the grid's coordinates. Returns ``(lat, lon)`` float64."""
+    da = da.squeeze(drop=True)
+    lat, lon = _find(da, "latitude"), _find(da, "longitude")
+    if da.ndim != 2:
+        raise ValueError(f"static field {da.name!r} has dims {da.dims}; need (lat, lon)")
+    ds, _ = canonical(da.expand_dims(time=[0]).to_dataset(name="f").assign_coords(
+        time=("time", [0], {"axis": "T"})), ["f"])
+    g = Grid(grid.time, lat, lon, tuple(map(float, ds[lat].values)), tuple(map(float, ds[lon].values)), grid.periodic)
+    grid.check(g, f"static field {da.name!r}")
+    return ds["f"].values[0].astype(np.float64)
+
+
 def open_fields(path: str | os.PathLike, variables: Sequence[str] | None = None,
                 chunks: dict[str, int] | None = None) -> tuple[xr.Dataset, Grid]:
     """Open a netCDF file (or zarr store) lazily and make it canonical (see :func:`canonical`).
@@ -161,3 +176,24 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     atomic_write(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
     return path
+
+
+def open_output(path: str | os.PathLike, task: str) -> xr.Dataset:
+    """Load a file that ``sciffusion <task>`` wrote (checked by its ``sciffusion_task`` attribute)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{task} file {path} does not exist")
+    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as ds:
+        ds = ds.load()
+    if ds.attrs.get("sciffusion_task") != task:
+        raise ValueError(f"{path} is not a file written by 'sciffusion {task}'")
+    return ds
+
+
+def report_scores(table: dict[str, Any], text: str, out: str | os.PathLike | None) -> pathlib.Path | str:
+    """Print the score table and, with ``out``, write it as JSON (atomically)."""
+    print(text)
+    if not out:
+        return "stdout"
+    atomic_write(out, json.dumps(table, indent=2).encode())
+    return pathlib.Path(out)

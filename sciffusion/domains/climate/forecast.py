@@ -12,7 +12,6 @@ learning the whole propagator, and a zero-initialised network starts out as the 
 from __future__ import annotations
 
 import datetime
-import json
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from torch.utils.data import Dataset
 
 from ..._version import __version__
 from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
-from ...training.checkpoint import atomic_write
+from ...tasks.calibration import spread_calibrator
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...training.module import DiffusionModule, step_seed
+from ...training.module import step_seed
 from ...training.sampling import conditional_mean, sample_batched
-from .fields import Grid, canonical, open_fields, write_netcdf
+from .fields import Grid, canonical, open_fields, open_output, report_scores, static_field, write_netcdf
 from .stats import AR1, Climatology, cycle_keys, years
 
 
@@ -102,6 +101,24 @@ def _fields(ds: xr.Dataset, variables: Sequence[str]) -> np.ndarray:
     return np.stack([ds[v].values.astype(np.float64) for v in variables], axis=1)
 
 
+def read_static(d: dict[str, Any], grid: Grid) -> np.ndarray | None:
+    """Standardised static fields ``(S, H, W)`` (NaN -> 0) named by ``data.static``, from ``data.static_path`` or
+    the data file, put on ``grid`` (checked against it)."""
+    if not d.get("static"):
+        return None
+    names = [d["static"]] if isinstance(d["static"], str) else list(d["static"])
+    where = d.get("static_path") or d["path"]
+    with xr.open_dataset(where) as src:
+        out = []
+        for name in names:
+            if name not in src.variables:
+                raise ValueError(f"static field {name!r} not found in {where}")
+            f = static_field(src[name].load(), grid)
+            sd = np.nanstd(f)
+            out.append(np.nan_to_num((f - np.nanmean(f)) / (sd if sd > 0 else 1.0)))
+    return np.stack(out)
+
+
 class ForecastWindows(Dataset):
     """Training samples read on demand: ``x`` = normalised residual at ``t + 1``, ``cond`` = the ``k`` anomaly
     states up to ``t`` (+ static fields, + validity), ``weight`` = latitude weights. ``ds`` may be lazily backed
@@ -124,32 +141,6 @@ class ForecastWindows(Dataset):
                 "cond": torch.from_numpy(self.prep.cond(a[None, :k])[0]), "weight": self.weight}
 
 
-def _calibrator(val: ForecastWindows, sampling: dict[str, Any], members: int, seed: int):
-    """Choose the inflation of member deviations that makes spread/skill 1 on the validation windows (one step)."""
-
-    def calibrate(module: DiffusionModule) -> dict[str, Any]:
-        if len(val) == 0 or not sampling.get("calibrate", True):
-            return {}
-        device = next(module.parameters()).device
-        items = [val[i] for i in range(len(val))]
-        x = torch.stack([it["x"] for it in items]).to(device)
-        cond = torch.stack([it["cond"] for it in items]).repeat_interleave(members, 0).to(device)
-        seeds = [step_seed(seed, i, 10**6) for i in range(len(cond))]
-        z = sample_batched(module.denoiser(), x.shape[1:], sampling_sigmas(sampling, device), seeds,
-                           sampler=sampling["sampler"], cond=cond, batch_size=int(sampling["batch_size"]),
-                           device=device, **sampler_options(sampling)).view(len(x), members, *x.shape[1:])
-        w = val.weight.to(device)
-        ok = torch.isfinite(x)
-        mse = torch.where(ok, (z.mean(1) - x) ** 2 * w, 0).sum() / torch.where(ok, w.expand_as(x), 0).sum()
-        var = torch.where(ok, z.var(1) * w, 0).sum() / torch.where(ok, w.expand_as(x), 0).sum()
-        ratio = float(np.sqrt((members + 1) / members) * var.sqrt() / mse.sqrt())
-        inflation = float(np.clip(1.0 / ratio, 0.5, 4.0))
-        return {"sampling": {"inflation": inflation},
-                "metrics": {"val_spread_skill_raw": ratio, "inflation": inflation, "calibration_windows": len(x)}}
-
-    return calibrate
-
-
 @register
 class Forecast(Task):
     name = "forecast"
@@ -159,9 +150,9 @@ class Forecast(Task):
         "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
                  "static": None,
                  "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0},
-        "model": {"net": {"channels": [32, 64, 128], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
+        "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
-        "trainer": {"max_steps": 1500, "checkpoint_every": 250, "val_every": 250},
+        "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "inflation": None, "calibrate": True, "calibration_members": 8},
         "forecast": {"init_period": None, "leads": 3, "members": 16},
@@ -219,7 +210,7 @@ class Forecast(Task):
             resid_std = np.sqrt(np.nanmean((a[1:] - ar1.phi * a[:-1]) ** 2, axis=(0, 2, 3)))
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
-        static = self._static(d, ds, grid)
+        static = read_static(d, grid)
         prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=bool(np.isnan(x).any()))
         ends = list(range(k - 1, len(times) - 1))
         n_val = int(round(len(ends) * float(d["val_fraction"])))
@@ -235,29 +226,9 @@ class Forecast(Task):
                 "attrs": {v: dict(ds[v].attrs) for v in variables}, "coord_attrs": {
                     c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
                 "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
-        calibrate = _calibrator(va, config["sampling"], int(config["sampling"]["calibration_members"]),
-                                int(config["seed"]))
+        calibrate = spread_calibrator(va, config["sampling"], int(config["sampling"]["calibration_members"]),
+                                      int(config["seed"]))
         return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
-
-    @staticmethod
-    def _static(d: dict[str, Any], ds: xr.Dataset, grid: Grid) -> np.ndarray | None:
-        if not d.get("static"):
-            return None
-        names = [d["static"]] if isinstance(d["static"], str) else list(d["static"])
-        src = xr.open_dataset(d["static_path"]) if d.get("static_path") else ds
-        out = []
-        for name in names:
-            if name not in src.variables:
-                raise ValueError(f"static field {name!r} not found in {d.get('static_path') or d['path']}")
-            f = src[name].squeeze(drop=True)
-            if f.ndim != 2:
-                raise ValueError(f"static field {name!r} has dims {f.dims}; need (lat, lon)")
-            f = f.sortby(f.dims[0]).sortby(f.dims[1]).values.astype(np.float64)
-            if f.shape != grid.shape:
-                raise ValueError(f"static field {name!r} is {f.shape}, the data grid is {grid.shape}")
-            sd = np.nanstd(f)
-            out.append(np.nan_to_num((f - np.nanmean(f)) / (sd if sd > 0 else 1.0)))
-        return np.stack(out)
 
     # --- sampling --------------------------------------------------------------------------------------------
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
@@ -271,25 +242,14 @@ class Forecast(Task):
         from .evaluate import BASELINES, evaluate_forecast, format_table
 
         e = config.get("evaluate", {})
-        path = pathlib.Path(e["forecast"])
-        if not path.exists():
-            raise FileNotFoundError(f"forecast file {path} does not exist")
-        with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as fc:
-            fc = fc.load()
-        if fc.attrs.get("sciffusion_task") != "forecast":
-            raise ValueError(f"{path} is not a forecast written by 'sciffusion forecast'")
+        fc = open_output(e["forecast"], "forecast")
         base = e.get("baselines") or list(BASELINES)
         base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
         if base and not config.get("run"):
             raise ValueError("baselines need --run (they are fitted on the run's training period); or --baselines none")
         table = evaluate_forecast(fc, config["data"]["path"], config.get("run"), baselines=base,
                                   members=int(e.get("members", 16)), seed=int(config["seed"]))
-        print(format_table(table))
-        if config.get("out"):
-            out = pathlib.Path(config["out"])
-            atomic_write(out, json.dumps(table, indent=2).encode())
-            return out
-        return "stdout"
+        return report_scores(table, format_table(table), config.get("out"))
 
 
 @dataclass

@@ -7,6 +7,7 @@ Arrays are numpy ``(time, channel, lat, lon)``, float64; NaN = missing (e.g. lan
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,8 @@ class AR1:
         ok = np.isfinite(x0) & np.isfinite(x1)
         num = np.where(ok, x0 * x1, 0).sum(0)
         den = np.where(ok, x0 * x0, 0).sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # cells missing at every time (land) stay NaN
             phi = np.clip(np.where(den > 0, num / den, 0.0), 0.0, 0.999)
             var = np.nanmean(a**2, axis=0)
         return cls(phi, var)
