@@ -366,7 +366,8 @@ def test_downscale_output_and_evaluate(a1b_downscale, tmp_path, capsys):
     assert ds.attrs["sciffusion_task"] == "downscale"
     scores = tmp_path / "s.json"
     assert main(["evaluate", "downscale", "--downscaled", str(out), "--data", str(A1B), "--run", str(run),
-                 "--out", str(scores)]) == 0
+                 "--out", str(scores), "--plots", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "air_temperature_spectrum.png").stat().st_size > 5000
     table = json.loads(scores.read_text())["air_temperature"]
     assert set(table) == {"sciffusion", "bilinear", "bicubic", "interp_bias_gaussian"}
     assert table["bilinear"]["spectrum_ratio_fine"] < 1.0  # interpolation is too smooth
@@ -385,3 +386,25 @@ def test_downscale_from_coarse_file_matches_from_fine(a1b_downscale, tmp_path):
     np.testing.assert_allclose(a.air_temperature.values, b.air_temperature.values, rtol=1e-5)
     with pytest.raises(ValueError, match="neither the run's fine grid nor its coarse grid"):
         downscale(run, coarse.isel(longitude=slice(0, 10)).to_dataset(), members=1)
+
+
+def test_spread_skill_by_hand():
+    # two points, equal weights (lat 0), members {0, 2} and {1, 3}, truths 2 and 1
+    fc = xr.DataArray([[[0.0, 2.0], [1.0, 3.0]]], dims=("time", "lat", "member"), coords={"lat": [0.0, 0.0]})
+    tr = xr.DataArray([[2.0, 1.0]], dims=("time", "lat"), coords={"lat": [0.0, 0.0]})
+    out = skill_spread(fc, tr)
+    # ensemble means 1 and 2: errors -1 and +1 -> RMSE 1; variances (ddof 1) 2 and 2 -> spread sqrt(2)
+    assert float(out["rmse"]) == pytest.approx(1.0)
+    assert float(out["spread"]) == pytest.approx(np.sqrt(2.0))
+    assert float(out["spread_skill"]) == pytest.approx(np.sqrt(3 / 2) * np.sqrt(2.0))
+
+
+def test_evaluate_writes_plots(ostia_run, tmp_path):
+    run, path = ostia_run
+    plots = tmp_path / "plots"
+    assert main(["evaluate", "forecast", "--forecast", str(path), "--truth", str(OSTIA), "--run", str(run),
+                 "--baselines", "persistence", "--plots", str(plots)]) == 0
+    names = sorted(p.name for p in plots.glob("*.png"))
+    assert names == ["surface_temperature_crps_by_lead.png", "surface_temperature_maps.png",
+                     "surface_temperature_rank_histogram.png"]
+    assert all(p.stat().st_size > 5000 for p in plots.glob("*.png"))

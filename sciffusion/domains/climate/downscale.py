@@ -104,7 +104,9 @@ class Downscale(Task):
         Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),
         Flag("--data", "data.path", "fine-grid truth"),
         Flag("--run", "run", "the run (its training period fits the baselines)"),
+        Flag("--truth", "data.path", "same as --data"),
         Flag("--out", "out", "write the score table as JSON here"),
+        Flag("--plots", "evaluate.plots", "write the power-spectrum figure (PNG) to this folder"),
         Flag("--seed", "seed", "seed of the Gaussian baseline", int),
     )
     required_evaluate = ("evaluate.downscaled", "data.path", "run")
@@ -162,7 +164,8 @@ class Downscale(Task):
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         fc = open_output(config["evaluate"]["downscaled"], "downscale")
-        table = evaluate_downscaling(fc, config["data"]["path"], config["run"], seed=int(config["seed"]))
+        table = evaluate_downscaling(fc, config["data"]["path"], config["run"], seed=int(config["seed"]),
+                                     plots=config["evaluate"].get("plots"))
         return report_scores(table, format_downscale_table(table), config.get("out"))
 
 
@@ -304,8 +307,8 @@ def radial_spectrum(x: np.ndarray) -> np.ndarray:
     return np.array([p[bins == b].mean() for b in range(1, kmax + 1)])
 
 
-def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.Path, seed: int = 0
-                         ) -> dict[str, Any]:
+def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.Path, seed: int = 0,
+                         plots: str | pathlib.Path | None = None) -> dict[str, Any]:
     """Scores of the downscaled ensemble and the baselines against the fine truth: area-weighted fair CRPS,
     ensemble-mean RMSE, spread/skill, and the power spectrum ratio (mean over the finer half of the wavenumbers;
     1 = right amount of fine-scale variance, < 1 = too smooth)."""
@@ -336,16 +339,21 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
                              coords={fine.lat: np.asarray(fine.lat_values)})
         spec_truth = radial_spectrum(truth.values)
         half = len(spec_truth) // 2
-        table[v] = {}
+        table[v], spectra = {}, {"truth": spec_truth}
         for name, arr in methods.items():
             x = np.where(land[c], np.nan, arr[:, :, c])
             da = xr.DataArray(x, dims=("time", "member", fine.lat, fine.lon),
                               coords={fine.lat: np.asarray(fine.lat_values)}).transpose("time", fine.lat, fine.lon,
                                                                                          "member")
             sc = ensemble_scores(da, truth, keep=())
-            ratio = radial_spectrum(x) / spec_truth
+            spectra[name] = radial_spectrum(x)
+            ratio = spectra[name] / spec_truth
             table[v][name] = {k: float(sc[k]) for k in ("crps", "rmse", "spread", "spread_skill")} | {
                 "spectrum_ratio_fine": float(ratio[half:].mean()), "spectrum_ratio_all": float(ratio.mean())}
+        if plots:
+            from .plots import spectrum_plot
+
+            spectrum_plot(spectra, v, plots)
     return table
 
 

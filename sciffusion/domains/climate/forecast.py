@@ -181,7 +181,9 @@ class Forecast(Task):
         Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
              nargs="+"),
         Flag("--members", "evaluate.members", "members of the stochastic baselines", int),
+        Flag("--truth", "data.path", "same as --data"),
         Flag("--out", "out", "write the score table as JSON here"),
+        Flag("--plots", "evaluate.plots", "write PNG figures (CRPS by lead, rank histogram, maps) to this folder"),
         Flag("--seed", "seed", "seed of the stochastic baselines", int),
     )
     required_evaluate = ("evaluate.forecast", "data.path")
@@ -249,6 +251,11 @@ class Forecast(Task):
             raise ValueError("baselines need --run (they are fitted on the run's training period); or --baselines none")
         table = evaluate_forecast(fc, config["data"]["path"], config.get("run"), baselines=base,
                                   members=int(e.get("members", 16)), seed=int(config["seed"]))
+        if e.get("plots"):
+            from .evaluate import truth_for
+            from .plots import forecast_plots
+
+            forecast_plots(table, fc, truth_for(fc, config["data"]["path"]), e["plots"])
         return report_scores(table, format_table(table), config.get("out"))
 
 
