@@ -408,3 +408,42 @@ def test_evaluate_writes_plots(ostia_run, tmp_path):
     assert names == ["surface_temperature_crps_by_lead.png", "surface_temperature_maps.png",
                      "surface_temperature_rank_histogram.png"]
     assert all(p.stat().st_size > 5000 for p in plots.glob("*.png"))
+
+
+def test_streamed_statistics_match_in_memory():
+    from sciffusion.domains.climate.stats import cycle_keys, fit_anomaly_stats, years
+
+    rng = np.random.default_rng(3)
+    t = pd.date_range("1990-01-01", periods=50, freq="MS").values
+    x = rng.normal(size=(50, 2, 3, 4)) + np.linspace(0, 2, 50)[:, None, None, None] ** 2
+    x[:, 0, 0, 0] = np.nan  # a land cell
+    x[7, 1, 2, 3] = np.nan  # a gap
+    whole = Climatology.fit(x, t, "month", trend_degree=2)
+    streamed = Climatology.fit_stream(lambda lo, hi: x[lo:hi], t, "month", 2, chunk=7)
+    np.testing.assert_allclose(streamed.mean, whole.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(streamed.trend, whole.trend, rtol=1e-9, atol=1e-12)
+    a = x - whole.at(cycle_keys(t, "month"), years(t))
+    ar_whole, sd_whole, rsd_whole, masked = fit_anomaly_stats(lambda lo, hi: a[lo:hi], 50, chunk=50)
+    ar_s, sd_s, rsd_s, masked_s = fit_anomaly_stats(lambda lo, hi: a[lo:hi], 50, chunk=3)
+    np.testing.assert_allclose(ar_s.phi, ar_whole.phi, rtol=1e-9)
+    np.testing.assert_allclose(sd_s, sd_whole, rtol=1e-9)
+    np.testing.assert_allclose(rsd_s, rsd_whole, rtol=1e-9)
+    assert masked and masked_s
+    # the one-pass residual equals the direct two-pass computation
+    direct = np.sqrt(np.nanmean((a[1:] - ar_whole.phi * a[:-1]) ** 2, axis=(0, 2, 3)))
+    np.testing.assert_allclose(rsd_s, direct, rtol=1e-9)
+
+
+def test_streamed_downscale_statistics_match_in_memory():
+    from sciffusion.domains.climate.downscale import fit_downscale_prep
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20, 2, 8, 12)) * np.array([1.0, 5.0])[:, None, None] + 280
+    x[:, 1, 0, :4] = np.nan  # land in one variable
+    one = fit_downscale_prep(lambda lo, hi: x[lo:hi], 20, 4, False, None, chunk=20)
+    many = fit_downscale_prep(lambda lo, hi: x[lo:hi], 20, 4, False, None, chunk=3)
+    for name in ("mean", "std", "bias", "scale", "land"):
+        np.testing.assert_allclose(getattr(many, name), getattr(one, name), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(one.mean, np.nanmean(x, axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(one.std, np.nanstd(x, axis=(0, 2, 3)), rtol=1e-9)
+    assert one.land[1, 0, :4].all() and not one.land[0].any()

@@ -21,17 +21,19 @@ from __future__ import annotations
 import datetime
 import pathlib
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import xarray as xr
+from torch.utils.data import Dataset
 
 from ..._version import __version__
 from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
 from ...tasks.calibration import spread_calibrator
-from ...training.data import ArrayDataset, DiffusionDataModule
+from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
 from ...training.sampling import conditional_mean, sample_batched
@@ -78,7 +80,7 @@ class Downscale(Task):
     summary = "downscaling of gridded fields to an ensemble on a finer grid (netCDF in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "train_period": None, "factor": 4, "static": None, "static_path": None,
-                 "val_fraction": 0.15, "batch_size": 16},
+                 "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
@@ -124,29 +126,20 @@ class Downscale(Task):
         train = select_period(ds, grid.time, d["train_period"], "train-period")
         if train.sizes[grid.time] < 8:
             raise ValueError(f"the training period has {train.sizes[grid.time]} time steps; need at least 8")
-        fine = _fields(train, variables)
-        mean = np.nanmean(fine, axis=(0, 2, 3))
-        std = np.nanstd(fine, axis=(0, 2, 3))
-        if not (np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError(f"a variable of {variables} is constant or empty over the training period")
-        prep = DownscalePrep(f, grid.periodic, mean, std, None, None, None, static)
-        base = prep.interp(block_mean(fine, f))
-        resid = prep.norm(fine) - base
-        prep.bias = np.nan_to_num(np.nanmean(resid, axis=0))
-        prep.scale = np.nan_to_num(np.nanstd(resid - prep.bias, axis=0), nan=1.0).clip(min=1e-3)
-        prep.land = np.isnan(fine).all(axis=0)
-        target = ((resid - prep.bias) / prep.scale).astype(np.float32)
-        cond = prep.cond(base)
-        n_val = int(round(len(target) * float(d["val_fraction"])))
-        w = torch.from_numpy(grid.lat_weights().astype(np.float32))[None, :, None]
-        tr = ArrayDataset(torch.from_numpy(target[:len(target) - n_val]), torch.from_numpy(cond[:len(cond) - n_val]),
-                          weight=w)
-        va = ArrayDataset(torch.from_numpy(target[len(target) - n_val:]), torch.from_numpy(cond[len(cond) - n_val:]),
-                          weight=w)
+        if train.nbytes < float(d.get("load_max_gb", 2.0)) * 2**30:
+            train = train.load()  # small enough: read once, not per sample
+        prep = fit_downscale_prep(lambda lo, hi: _fields(train.isel({grid.time: slice(lo, hi)}), variables),
+                                  train.sizes[grid.time], f, grid.periodic, static, int(d.get("stats_chunk", 64)))
+        T = train.sizes[grid.time]
+        n_val = int(round(T * float(d["val_fraction"])))
+        w = grid.lat_weights()
+        tr = DownscaleSamples(train, variables, grid.time, range(0, T - n_val), prep, w)
+        va = DownscaleSamples(train, variables, grid.time, range(T - n_val, T), prep, w)
         dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
                                  num_workers=int(d.get("num_workers", 0)), seed=int(config["seed"]))
         C = len(variables)
-        net = {"dims": 2, "in_channels": C, "cond_channels": cond.shape[1], "periodic": [False, grid.periodic]}
+        net = {"dims": 2, "in_channels": C, "cond_channels": C + (0 if static is None else len(static)),
+               "periodic": [False, grid.periodic]}
         times = train[grid.time].values
         meta = {"variables": variables, "grid": grid.to_dict(), "factor": f,
                 "attrs": {v: dict(ds[v].attrs) for v in variables},
@@ -207,6 +200,58 @@ class DownscalePrep:
         grid = Grid.from_dict(run.metadata["grid"])
         return cls(int(run.metadata["factor"]), grid.periodic, s["mean"], s["std"], s["bias"], s["scale"],
                    s["land"].astype(bool), s.get("static"))
+
+
+def fit_downscale_prep(read: Callable[[int, int], np.ndarray], T: int, factor: int, periodic: bool,
+                       static: np.ndarray | None, chunk: int = 64) -> DownscalePrep:
+    """Fit :class:`DownscalePrep` from ``read(lo, hi) -> (n, C, H, W)`` fine fields in streamed chunks: per-variable
+    mean and std (pass 1), then per-cell bias and residual scale of ``norm(fine) - interp(coarse)`` (pass 2)."""
+    s1 = s2 = n = None
+    for lo in range(0, T, chunk):
+        x = read(lo, min(T, lo + chunk))
+        fin = np.isfinite(x)
+        xz = np.where(fin, x, 0.0)
+        a, b, c = xz.sum((0, 2, 3)), (xz * xz).sum((0, 2, 3)), fin.sum((0, 2, 3))
+        s1, s2, n = (a, b, c) if s1 is None else (s1 + a, s2 + b, n + c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / n
+        std = np.sqrt(np.clip(s2 / n - mean**2, 0, None))
+    if not (np.isfinite(std).all() and (std > 0).all()):
+        raise ValueError("a variable is constant or empty over the training period")
+    prep = DownscalePrep(factor, periodic, mean, std, None, None, None, static)
+    r1 = r2 = rn = None
+    for lo in range(0, T, chunk):
+        x = read(lo, min(T, lo + chunk))
+        resid = prep.norm(x) - prep.interp(block_mean(x, factor))
+        fin = np.isfinite(resid)
+        a, b, c = np.where(fin, resid, 0).sum(0), np.where(fin, resid**2, 0).sum(0), fin.sum(0)
+        r1, r2, rn = (a, b, c) if r1 is None else (r1 + a, r2 + b, rn + c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bias = np.where(rn > 0, r1 / rn, 0.0)
+        scale = np.sqrt(np.clip(np.where(rn > 0, r2 / rn, 1.0) - bias**2, 0, None))
+    prep.bias, prep.scale, prep.land = bias, np.nan_to_num(scale, nan=1.0).clip(min=1e-3), rn == 0
+    return prep
+
+
+class DownscaleSamples(Dataset):
+    """Training pairs read on demand: ``x`` = the normalised residual of the baseline at time ``i``, ``cond`` =
+    the interpolated coarse field (+ static fields), ``weight`` = latitude weights."""
+
+    def __init__(self, ds: xr.Dataset, variables: list[str], time: str, index: range, prep: DownscalePrep,
+                 lat_weights: np.ndarray) -> None:
+        self.ds, self.variables, self.time, self.index, self.prep = ds, variables, time, list(index), prep
+        self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        i = self.index[j]
+        x = _fields(self.ds.isel({self.time: slice(i, i + 1)}), self.variables)
+        p = self.prep
+        base = p.interp(block_mean(x, p.factor))
+        target = ((p.norm(x) - base - p.bias) / p.scale).astype(np.float32)
+        return {"x": torch.from_numpy(target[0]), "cond": torch.from_numpy(p.cond(base)[0]), "weight": self.weight}
 
 
 def crop_to_factor(ds: xr.Dataset, grid: Grid, factor: int) -> tuple[xr.Dataset, Grid]:

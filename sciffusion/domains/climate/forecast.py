@@ -30,7 +30,7 @@ from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
 from ...training.sampling import conditional_mean, sample_batched
 from .fields import Grid, canonical, open_fields, open_output, report_scores, static_field, write_netcdf
-from .stats import AR1, Climatology, cycle_keys, years
+from .stats import AR1, Climatology, cycle_keys, fit_anomaly_stats, years
 
 
 def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
@@ -149,7 +149,8 @@ class Forecast(Task):
     defaults: dict[str, Any] = {
         "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
                  "static": None,
-                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0},
+                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0,
+                 "stats_chunk": 64},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
@@ -202,18 +203,21 @@ class Forecast(Task):
         if train.nbytes < float(d["load_max_gb"]) * 2**30:
             train = train.load()  # small enough: read once, not per sample
         times = train[grid.time].values
-        x = _fields(train, variables)
-        clim = Climatology.fit(x, times, d["climatology"], int(d.get("trend") or 0))
+        # Statistics in streamed chunks of the time axis: the training period never has to fit in memory.
+        chunk = int(d.get("stats_chunk", 64))
+        T = len(times)
+
+        def read(lo: int, hi: int) -> np.ndarray:
+            return _fields(train.isel({grid.time: slice(lo, hi)}), variables)
+
+        clim = Climatology.fit_stream(read, times, d["climatology"], int(d.get("trend") or 0), chunk)
         keys, when = cycle_keys(times, clim.kind), years(times)
-        a = x - clim.at(keys, when)
-        ar1 = AR1.fit(a)
-        with np.errstate(invalid="ignore"):
-            anom_std = np.sqrt(np.nanmean(a**2, axis=(0, 2, 3)))
-            resid_std = np.sqrt(np.nanmean((a[1:] - ar1.phi * a[:-1]) ** 2, axis=(0, 2, 3)))
+        ar1, anom_std, resid_std, masked = fit_anomaly_stats(
+            lambda lo, hi: read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi]), T, chunk)
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
         static = read_static(d, grid)
-        prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=bool(np.isnan(x).any()))
+        prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked)
         ends = list(range(k - 1, len(times) - 1))
         n_val = int(round(len(ends) * float(d["val_fraction"])))
         w = grid.lat_weights()

@@ -72,7 +72,7 @@ def forecast_plots(table: dict[str, Any], fc: xr.Dataset, truth: xr.Dataset, out
             im = ax.pcolormesh(da[da.dims[1]], da[da.dims[0]], da.values, cmap=cmap, shading="auto", **kw)
             ax.set_title(title)
             fig.colorbar(im, ax=ax, shrink=0.8)
-        fig.suptitle(f"{v}, initial time {str(fc.init_time.values[-1])[:10]}, lead 1")
+        fig.suptitle(f"{v}, initial time {str(fc.init_time.values[-1])[:10]}, lead 1", y=1.04)
         written.append(_save(fig, out / f"{v}_maps.png"))
     return written
 

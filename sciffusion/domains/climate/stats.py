@@ -7,7 +7,7 @@ Arrays are numpy ``(time, channel, lat, lon)``, float64; NaN = missing (e.g. lan
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,34 +68,54 @@ class Climatology:
 
     @classmethod
     def fit(cls, x: np.ndarray, times, kind: str = "auto", trend_degree: int = 0) -> Climatology:
+        """Fit on ``(T, C, H, W)`` fields in memory (see :meth:`fit_stream`)."""
+        return cls.fit_stream(lambda lo, hi: x[lo:hi], times, kind, trend_degree, chunk=len(x))
+
+    @classmethod
+    def fit_stream(cls, read: Callable[[int, int], np.ndarray], times, kind: str = "auto", trend_degree: int = 0,
+                   chunk: int = 64) -> Climatology:
+        """Fit from ``read(lo, hi) -> (hi - lo, C, H, W)`` chunks of the time axis, so the training period never has
+        to fit in memory. With a trend, trend and cycle are fitted jointly (powers of time without the constant plus
+        one indicator per cycle group, through accumulated normal equations), so the trend does not soak up part of
+        the cycle; cells with a gap anywhere keep the plain cycle means and no trend."""
         kind = choose_cycle(times) if kind == "auto" else kind
         if kind == "month":
             check_monthly(times)
+        if not 0 <= trend_degree <= 3:
+            raise ValueError(f"trend degree must be 0-3; got {trend_degree}")
         keys = cycle_keys(times, kind)
         groups = 12 if kind == "month" else 1
-        trend, t0, scale = None, 0.0, 1.0
-        with np.errstate(invalid="ignore"):
-            mean = np.stack([np.nanmean(x[keys == g], axis=0) if (keys == g).any() else np.full(x.shape[1:], np.nan)
-                             for g in range(groups)])
+        present = [g for g in range(groups) if (keys == g).any()]
+        ty = years(times)
+        t0, scale = float(ty.mean()), float(max(np.ptp(ty) / 2, 1.0))
+        u = (ty - t0) / scale
+        sums = counts = xtx = xty = ok = None
+        for lo in range(0, len(keys), chunk):
+            x = np.asarray(read(lo, min(len(keys), lo + chunk)), dtype=np.float64)
+            k = keys[lo:lo + len(x)]
+            onehot = (k[:, None] == np.arange(groups)[None]).astype(np.float64)   # (n, G)
+            fin = np.isfinite(x)
+            xs = np.where(fin, x, 0.0)
+            s = np.tensordot(onehot, xs, axes=(0, 0))
+            c = np.tensordot(onehot, fin.astype(np.float64), axes=(0, 0))
+            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+            if trend_degree:
+                design = np.concatenate([np.vander(u[lo:lo + len(x)], trend_degree + 1)[:, :-1],
+                                         onehot[:, present]], axis=1)
+                flat = xs.reshape(len(x), -1)
+                a, b, f = design.T @ design, design.T @ flat, fin.reshape(len(x), -1).all(0)
+                xtx, xty, ok = (a, b, f) if xtx is None else (xtx + a, xty + b, ok & f)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, sums / counts, np.nan)
+        trend = None
         if trend_degree:
-            if trend_degree < 0 or trend_degree > 3:
-                raise ValueError(f"trend degree must be 0-3; got {trend_degree}")
-            ty = years(times)
-            t0, scale = float(ty.mean()), float(max(np.ptp(ty) / 2, 1.0))
-            # Trend and cycle fitted jointly (powers without the constant + one indicator per group), so the
-            # trend does not soak up part of the seasonal cycle. Cells with gaps keep the plain cycle means.
-            present = [g for g in range(groups) if (keys == g).any()]
-            design = np.concatenate([np.vander((ty - t0) / scale, trend_degree + 1)[:, :-1],
-                                     (keys[:, None] == np.array(present)[None]).astype(np.float64)], axis=1)
-            flat = x.reshape(len(x), -1)
-            ok = np.isfinite(flat).all(0)
-            coef = np.linalg.lstsq(design, flat[:, ok], rcond=None)[0]
-            trend = np.zeros((trend_degree + 1, flat.shape[1]))
+            coef = np.linalg.solve(xtx, xty[:, ok])
+            trend = np.zeros((trend_degree + 1, ok.size))
             trend[:-1, ok] = coef[:trend_degree]
-            trend = trend.reshape(trend_degree + 1, *x.shape[1:])
+            trend = trend.reshape(trend_degree + 1, *mean.shape[1:])
             m = mean.reshape(groups, -1)
             m[np.ix_(present, np.flatnonzero(ok))] = coef[trend_degree:]
-        return cls(kind, mean, trend, t0, scale)
+        return cls(kind, mean, trend, t0 if trend_degree else 0.0, scale if trend_degree else 1.0)
 
     @staticmethod
     def _poly(coef: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -136,21 +156,43 @@ class AR1:
 
     @classmethod
     def fit(cls, a: np.ndarray) -> AR1:
-        x0, x1 = a[:-1], a[1:]
-        ok = np.isfinite(x0) & np.isfinite(x1)
-        num = np.where(ok, x0 * x1, 0).sum(0)
-        den = np.where(ok, x0 * x0, 0).sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # cells missing at every time (land) stay NaN
-            phi = np.clip(np.where(den > 0, num / den, 0.0), 0.0, 0.999)
-            var = np.nanmean(a**2, axis=0)
-        return cls(phi, var)
+        return fit_anomaly_stats(lambda lo, hi: a[lo:hi], len(a), chunk=len(a))[0]
 
     def mean(self, a0: np.ndarray, lead: int) -> np.ndarray:
         return self.phi**lead * a0
 
     def std(self, lead: int) -> np.ndarray:
         return np.sqrt(self.var * (1 - self.phi ** (2 * lead)))
+
+
+def fit_anomaly_stats(read: Callable[[int, int], np.ndarray], T: int, chunk: int = 64
+                      ) -> tuple[AR1, np.ndarray, np.ndarray, bool]:
+    """One streamed pass over anomalies ``read(lo, hi) -> (n, C, H, W)``: the per-cell :class:`AR1`, the
+    per-channel RMS anomaly ``(C,)``, the per-channel RMS of the AR(1) residual ``a[t+1] - phi a[t]`` ``(C,)`` and
+    whether any cell is missing. The residual needs ``phi`` first; its sum of squares per cell is
+    ``S11 - 2 phi S01 + phi^2 S00`` over the valid pairs, so one pass is enough."""
+    s00 = s01 = s11 = npair = sq = nval = None
+    prev = None
+    masked = False
+    for lo in range(0, T, chunk):
+        a = np.asarray(read(lo, min(T, lo + chunk)), dtype=np.float64)
+        masked = masked or bool(np.isnan(a).any())
+        fin = np.isfinite(a)
+        q, n = np.where(fin, a * a, 0).sum(0), fin.sum(0)
+        sq, nval = (q, n) if sq is None else (sq + q, nval + n)
+        seq = a if prev is None else np.concatenate([prev, a])
+        x0, x1 = seq[:-1], seq[1:]
+        ok = np.isfinite(x0) & np.isfinite(x1)
+        parts = [np.where(ok, v, 0).sum(0) for v in (x0 * x0, x0 * x1, x1 * x1)] + [ok.sum(0)]
+        s00, s01, s11, npair = parts if s00 is None else [t + p for t, p in zip((s00, s01, s11, npair), parts)]
+        prev = a[-1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.clip(np.where(s00 > 0, s01 / s00, 0.0), 0.0, 0.999)
+        var = np.where(nval > 0, sq / nval, np.nan)
+        resid_sq = np.clip(s11 - 2 * phi * s01 + phi**2 * s00, 0, None)
+        anom_std = np.sqrt(sq.sum((1, 2)) / nval.sum((1, 2)))
+        resid_std = np.sqrt(resid_sq.sum((1, 2)) / npair.sum((1, 2)))
+    return AR1(phi, var), anom_std, resid_std, masked
 
 
 @dataclass
