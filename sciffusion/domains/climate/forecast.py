@@ -150,7 +150,7 @@ class Forecast(Task):
         "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
                  "static": None,
                  "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0,
-                 "stats_chunk": 64},
+                 "stats_chunk": 64, "holdout_stats": False},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
@@ -205,12 +205,16 @@ class Forecast(Task):
         times = train[grid.time].values
         # Statistics in streamed chunks of the time axis: the training period never has to fit in memory.
         chunk = int(d.get("stats_chunk", 64))
-        T = len(times)
+        ends = list(range(k - 1, len(times) - 1))
+        n_val = int(round(len(ends) * float(d["val_fraction"])))
+        # With holdout_stats the statistics leave the validation tail out too, so the calibration windows carry the
+        # same out-of-sample error (an extrapolated trend, a drifting climatology) as real forecasts will.
+        T = len(times) - (n_val if d.get("holdout_stats", False) else 0)
 
         def read(lo: int, hi: int) -> np.ndarray:
             return _fields(train.isel({grid.time: slice(lo, hi)}), variables)
 
-        clim = Climatology.fit_stream(read, times, d["climatology"], int(d.get("trend") or 0), chunk)
+        clim = Climatology.fit_stream(read, times[:T], d["climatology"], int(d.get("trend") or 0), chunk)
         keys, when = cycle_keys(times, clim.kind), years(times)
         ar1, anom_std, resid_std, masked = fit_anomaly_stats(
             lambda lo, hi: read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi]), T, chunk)
@@ -218,8 +222,6 @@ class Forecast(Task):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
         static = read_static(d, grid)
         prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked)
-        ends = list(range(k - 1, len(times) - 1))
-        n_val = int(round(len(ends) * float(d["val_fraction"])))
         w = grid.lat_weights()
         tr = ForecastWindows(train, variables, grid.time, ends[:len(ends) - n_val], keys, when, prep, w)
         va = ForecastWindows(train, variables, grid.time, ends[len(ends) - n_val:], keys, when, prep, w)
