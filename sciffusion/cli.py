@@ -37,6 +37,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parameters": n_params,
         "ema": run["ema"] is not None,
         "normalizer": run["normalizer"] is not None,
+        "task_state": sorted(run["state"]) if run["state"] is not None else [],
         "files": sorted(man["files"]),
     }
     print(json.dumps(summary, indent=2, default=str))
