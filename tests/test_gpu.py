@@ -27,3 +27,20 @@ def test_unet_and_sampler_on_cuda_with_bf16(dims):
                           generator=sf.generators_from_seeds(range(2, 4), device="cuda"))
     assert torch.allclose(x[2:], again, atol=1e-4)  # batch-size independent members on the GPU
     assert torch.allclose(part, again, atol=0.05 * float(part.abs().max()) + 1e-2)  # bf16 close to fp32
+
+
+def test_training_path_on_cuda_uses_bf16_and_samples(tmp_path):
+    from sciffusion.training.fit import default_precision
+
+    assert default_precision("auto") == "bf16-mixed"
+    x = torch.randn(32, 2, 16, 16)
+    dm = sf.DiffusionDataModule.from_arrays(x, val_fraction=0.25, batch_size=8)
+    model = sf.DiffusionModule(net=dict(dims=2, in_channels=2, channels=[16, 32], num_res_blocks=1), warmup_steps=2)
+    trainer = sf.fit(model, dm, tmp_path, max_steps=4, accelerator="gpu", devices=1, progress=False)
+    assert trainer.precision == "bf16-mixed" and trainer.global_step == 4
+    assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
+    sf.export_run(tmp_path / "run", model, trainer, {"task": "gpu"}, dm.normalizer)
+    run = sf.load_trained(tmp_path / "run").to("cuda")
+    z = sf.sample_batched(run.denoiser(), (2, 16, 16), sf.EDM(sigma_max=20).sigmas(6), seeds=range(5),
+                          batch_size=2, device="cuda")
+    assert z.device.type == "cuda" and z.dtype == torch.float32 and torch.isfinite(z).all()
