@@ -89,13 +89,13 @@ def _add_config_flags(p: argparse.ArgumentParser, flags: tuple, task: Any, kind:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     for f in flags:
         p.add_argument(f.name, dest=FLAG_PREFIX + f.key, type=f.type, nargs=f.nargs, default=argparse.SUPPRESS,
-                       help=f"{f.help} [{f.key}]")
+                       metavar=f.name.lstrip("-").upper().replace("-", "_"), help=f"{f.help} [{f.key}]")
     p.set_defaults(func=cmd_task, func_kind=kind, task_obj=task, flags=flags)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .domains import TASKS  # importing the domains registers every task
-    from .tasks.base import COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS
+    from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS
 
     p = argparse.ArgumentParser(prog="sciffusion", description="Diffusion models for scientific data.")
     p.add_argument("--version", action="version", version=f"sciffusion {__version__}")
@@ -112,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                           task, "train")
         _add_config_flags(sub.add_parser(task.verb, help=f"sample a trained {task.name} run: {task.summary}"),
                           COMMON_SAMPLE_FLAGS + task.sample_flags, task, "sample")
-        if task.evaluate_flags:
+        if task.can_evaluate():
             _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
-                              task.evaluate_flags, task, "evaluate")
+                              COMMON_EVALUATE_FLAGS + task.evaluate_flags, task, "evaluate")
     return p
 
 

@@ -57,6 +57,14 @@ COMMON_TRAIN_FLAGS = (
     Flag("--num-nodes", "trainer.num_nodes", "nodes (multi-node DDP)", int),
     Flag("--batch-size", "data.batch_size", "per-device batch size", int),
 )
+COMMON_EVALUATE_FLAGS = (
+    Flag("--run", "run", "the run that wrote the outputs (its training period fits the baselines)"),
+    Flag("--data", "data.path", "the truth (and the run's training period, for the baselines)"),
+    Flag("--truth", "data.path", "same as --data"),
+    Flag("--out", "out", "write the score table as JSON here"),
+    Flag("--plots", "evaluate.plots", "write PNG figures to this folder"),
+    Flag("--seed", "seed", "seed of the stochastic baselines", int),
+)
 COMMON_SAMPLE_FLAGS = (
     Flag("--run", "run", "trained run directory"),
     Flag("--out", "out", "output file"),
@@ -76,7 +84,7 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {}
     train_flags: ClassVar[tuple[Flag, ...]] = ()
     sample_flags: ClassVar[tuple[Flag, ...]] = ()
-    evaluate_flags: ClassVar[tuple[Flag, ...]] = ()  # non-empty: the task has ``sciffusion evaluate NAME``
+    evaluate_flags: ClassVar[tuple[Flag, ...]] = ()  # besides COMMON_EVALUATE_FLAGS
     required_train: ClassVar[tuple[str, ...]] = ("data.path", "out")
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
     required_evaluate: ClassVar[tuple[str, ...]] = ()
@@ -90,8 +98,13 @@ class Task:
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         raise NotImplementedError
 
-    def evaluate(self, config: dict[str, Any]) -> pathlib.Path:
+    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         raise NotImplementedError
+
+    @classmethod
+    def can_evaluate(cls) -> bool:
+        """Whether the task scores its outputs (``sciffusion evaluate NAME``)."""
+        return cls.evaluate is not Task.evaluate
 
 
 TASKS: dict[str, Task] = {}

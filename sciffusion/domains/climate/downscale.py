@@ -102,15 +102,7 @@ class Downscale(Task):
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
     )
     required_sample = ("run", "out", "data.path")
-    evaluate_flags = (
-        Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),
-        Flag("--data", "data.path", "fine-grid truth"),
-        Flag("--run", "run", "the run (its training period fits the baselines)"),
-        Flag("--truth", "data.path", "same as --data"),
-        Flag("--out", "out", "write the score table as JSON here"),
-        Flag("--plots", "evaluate.plots", "write the power-spectrum figure (PNG) to this folder"),
-        Flag("--seed", "seed", "seed of the Gaussian baseline", int),
-    )
+    evaluate_flags = (Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),)
     required_evaluate = ("evaluate.downscaled", "data.path", "run")
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:

@@ -68,7 +68,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
             an = np.stack([ar1.mean(a0, lead)[:, None] + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
                            for lead in range(1, leads + 1)], axis=1)
         else:
-            lim = LIM.fit(a_train, run_lat_weights(st))
+            lim = LIM.fit(a_train, st.grid.lat_weights())
             an = np.stack([lim.ensemble(np.nan_to_num(a0[i]), leads, members, rng) for i in range(I)])
             an = an.transpose(0, 2, 1, 3, 4, 5)                                   # (I, L, M, C, H, W)
         an = np.where(valid[:, None, None], an, np.nan)
@@ -76,10 +76,6 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
         out[name] = to_dataset(fields.astype(np.float32), st, f"{name} baseline",
                                f"fitted on {run.metadata['train_period'][0]} .. {run.metadata['train_period'][1]}")
     return out
-
-
-def run_lat_weights(st: Inits) -> np.ndarray:
-    return st.grid.lat_weights()
 
 
 def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Dataset:

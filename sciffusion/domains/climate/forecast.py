@@ -177,15 +177,9 @@ class Forecast(Task):
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
         Flag("--forecast", "evaluate.forecast", "forecast file written by 'sciffusion forecast'"),
-        Flag("--data", "data.path", "netCDF/zarr with the truth (and the run's training period, for baselines)"),
-        Flag("--run", "run", "the run that made the forecast (fits the baselines on its training period)"),
         Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
              nargs="+"),
         Flag("--members", "evaluate.members", "members of the stochastic baselines", int),
-        Flag("--truth", "data.path", "same as --data"),
-        Flag("--out", "out", "write the score table as JSON here"),
-        Flag("--plots", "evaluate.plots", "write PNG figures (CRPS by lead, rank histogram, maps) to this folder"),
-        Flag("--seed", "seed", "seed of the stochastic baselines", int),
     )
     required_evaluate = ("evaluate.forecast", "data.path")
 
