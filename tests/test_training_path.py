@@ -17,7 +17,7 @@ from sciffusion.training import RunError
 from sciffusion.training.data import DiffusionDataModule, StepBatchSampler
 from sciffusion.training.fit import LAST, SafeCheckpointIO, export_run, fit, load_trained
 from sciffusion.training.module import DiffusionModule, step_seed
-from sciffusion.training.sampling import sample_batched
+from sciffusion.training.sampling import conditional_mean, sample_batched
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "tiny_train.py"
 TINY_NET = dict(dims=2, in_channels=2, channels=[8, 16], num_res_blocks=1)
@@ -152,5 +152,13 @@ def test_sample_batched_is_independent_of_batch_size():
     assert a.shape == (5, 2, 8, 8)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(a[0], a[1])
+    cond = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    m2 = DiffusionModule(net=dict(TINY_NET, cond_channels=1, zero_init=False))
+    plain = sample_batched(m2.denoiser(ema=False), (2, 8, 8), sig, seeds, cond=cond, batch_size=2)
+    wide = sample_batched(m2.denoiser(ema=False), (2, 8, 8), sig, seeds, cond=cond, batch_size=5, inflation=2.0)
+    mean = conditional_mean(m2.denoiser(ema=False), (2, 8, 8), cond, float(sig[0]))
+    torch.testing.assert_close(wide - mean, 2 * (plain - mean), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="needs cond"):
+        sample_batched(m.denoiser(), (2, 8, 8), sig, seeds, inflation=1.5)
     with pytest.raises(ValueError, match="one condition per sample"):
         sample_batched(m.denoiser(), (2, 8, 8), sig, seeds, cond=torch.zeros(2, 1, 8, 8))

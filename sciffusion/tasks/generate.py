@@ -70,7 +70,7 @@ class Generate(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        s = merge_sampling(run.config, config)
+        s = {**run.config.get("sampling", {}), **config.get("sampling", {})}  # this command's settings win
         device = resolve_device(s["device"])
         run.to(device)
         n = int(config["num"])
@@ -83,7 +83,3 @@ class Generate(Task):
         x = run.normalizer.denormalize(z.cpu()) if run.normalizer is not None else z.cpu()
         return write_array(config["out"], x.numpy())
 
-
-def merge_sampling(run_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """The sampling settings: the run's stored ones, overridden by what this command gives."""
-    return {**run_config.get("sampling", {}), **config.get("sampling", {})}

@@ -17,17 +17,21 @@ from ..diffusion.precond import DenoiserFn
 def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, seeds: Sequence[int], *,
                    sampler: str = "heun", cond: Tensor | None = None, batch_size: int = 32,
                    device: torch.device | str | None = None, progress: bool = False, desc: str = "sampling",
-                   **sampler_kwargs: Any) -> Tensor:
+                   inflation: float = 1.0, **sampler_kwargs: Any) -> Tensor:
     """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` on
     ``device``.
 
     Sample ``i`` starts from the noise of ``seeds[i]`` and is conditioned on ``cond[i]`` (``cond`` is ``(n, ...)``),
     so it is the same whatever ``batch_size`` is. On CUDA the network runs under bf16 autocast (the preconditioning
     and the sampler's arithmetic stay fp32). ``progress`` shows one bar over all sampler steps of all batches.
+    ``inflation`` != 1 scales each sample's deviation from the model's conditional mean ``D(0; sigmas[0], cond)``
+    (see :func:`conditional_mean`): a spread correction that leaves every sample independent of the others.
     """
     n = len(seeds)
     if n < 1:
         raise ValueError("need at least one seed")
+    if inflation != 1.0 and cond is None:
+        raise ValueError("inflation scales deviations from the conditional mean, so it needs cond")
     if cond is not None and len(cond) != n:
         raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
     device = torch.device(device) if device is not None else (cond.device if cond is not None else torch.device("cpu"))
@@ -46,7 +50,11 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, s
                            generator=generators_from_seeds(seeds[idx], device), device=device,
                            callback=lambda _: bar.update(1), **kw)
             out.append(x.float())
-    return torch.cat(out)
+    x = torch.cat(out)
+    if inflation != 1.0:
+        m = conditional_mean(denoiser, shape, cond, float(sigmas[0]), batch_size=batch_size, device=device)
+        x = m + inflation * (x - m)
+    return x
 
 
 def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, sigma: float, *,

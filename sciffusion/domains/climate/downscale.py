@@ -36,8 +36,8 @@ from ...tasks.calibration import spread_calibrator
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
-from ...training.sampling import conditional_mean, sample_batched
-from .fields import Grid, canonical, open_fields, open_output, report_scores, write_netcdf
+from ...training.sampling import sample_batched
+from .fields import Grid, canonical, open_fields, open_output, report_scores, state_tensors, write_netcdf
 from .forecast import _fields, read_static, select_period
 
 
@@ -180,11 +180,8 @@ class DownscalePrep:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        d = {"mean": self.mean, "std": self.std, "bias": self.bias, "scale": self.scale,
-             "land": self.land.astype(np.uint8)}
-        if self.static is not None:
-            d["static"] = self.static
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
+        return state_tensors({"mean": self.mean, "std": self.std, "bias": self.bias, "scale": self.scale,
+                              "land": self.land.astype(np.uint8), "static": self.static})
 
     @classmethod
     def from_run(cls, run: TrainedRun) -> DownscalePrep:
@@ -293,15 +290,10 @@ def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | x
     base = prep.interp(coarse)
     cond = torch.from_numpy(np.repeat(prep.cond(base), members, axis=0))
     seeds = [step_seed(seed, t, m) for t in range(T) for m in range(members)]
-    den, bs = run.denoiser(), int(s.get("batch_size", 32))
-    z = sample_batched(den, (C, *fine.shape), sampling_sigmas(s, device), seeds, sampler=s["sampler"], cond=cond,
-                       batch_size=bs, device=device, progress=progress, desc="downscale",
-                       **sampler_options(s)).cpu().numpy().astype(np.float64)
     inflation = float(s.get("inflation") or 1.0)
-    if inflation != 1.0:
-        m = conditional_mean(den, (C, *fine.shape), cond, float(s["sigma_max"]), batch_size=bs,
-                             device=device).cpu().numpy()
-        z = m + inflation * (z - m)
+    z = sample_batched(run.denoiser(), (C, *fine.shape), sampling_sigmas(s, device), seeds, sampler=s["sampler"],
+                       cond=cond, batch_size=int(s.get("batch_size", 32)), device=device, progress=progress,
+                       desc="downscale", inflation=inflation, **sampler_options(s)).cpu().numpy().astype(np.float64)
     z = z.reshape(T, members, C, *fine.shape)
     out = prep.denorm(base[:, None] + prep.bias + prep.scale * z)
     out = np.where(prep.land, np.nan, out).astype(np.float32)

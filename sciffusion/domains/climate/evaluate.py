@@ -27,7 +27,7 @@ from .stats import LIM
 BASELINES = ("persistence", "climatology", "damped_persistence", "lim")
 
 
-def _training_anomalies(run: TrainedRun, st: Inits, data) -> tuple[np.ndarray, np.ndarray]:
+def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray]:
     start, end = run.metadata["train_period"]
     ds = st.ds
     t = ds[st.grid.time].values
@@ -48,7 +48,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
     unknown = set(which) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
-    a_train, keys_train = _training_anomalies(run, st, data)
+    a_train, keys_train = _training_anomalies(run, st)
     a0 = st.a_hist[:, -1]                                   # (I, C, H, W)
     I, C, H, W = a0.shape
     valid = np.isfinite(a0)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from ...training.checkpoint import atomic_write
@@ -176,6 +177,11 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     atomic_write(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
     return path
+
+
+def state_tensors(arrays: dict[str, np.ndarray | None]) -> dict[str, torch.Tensor]:
+    """A task's fitted arrays as the run's state tensors (absent ones, e.g. no static fields, left out)."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None}
 
 
 def open_output(path: str | os.PathLike, task: str) -> xr.Dataset:

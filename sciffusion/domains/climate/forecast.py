@@ -28,8 +28,9 @@ from ...tasks.calibration import spread_calibrator
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
-from ...training.sampling import conditional_mean, sample_batched
-from .fields import Grid, canonical, open_fields, open_output, report_scores, static_field, write_netcdf
+from ...training.sampling import sample_batched
+from .fields import (Grid, canonical, open_fields, open_output, report_scores, state_tensors, static_field,
+                     write_netcdf)
 from .stats import AR1, Climatology, cycle_keys, fit_anomaly_stats, years
 
 
@@ -81,11 +82,8 @@ class Preprocess:
         return ((a_next - self.ar1.phi * a_prev) / self.resid_std[:, None, None]).astype(np.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        d = {**self.clim.state(), "phi": self.ar1.phi, "anom_var": self.ar1.var, "anom_std": self.anom_std,
-             "resid_std": self.resid_std}
-        if self.static is not None:
-            d["static"] = self.static
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
+        return state_tensors({**self.clim.state(), "phi": self.ar1.phi, "anom_var": self.ar1.var,
+                              "anom_std": self.anom_std, "resid_std": self.resid_std, "static": self.static})
 
     @classmethod
     def from_run(cls, run: TrainedRun) -> Preprocess:
@@ -333,11 +331,8 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         seeds = [step_seed(seed, i * 100_003 + m, lead) for i in st.index for m in range(members)]
         z = sample_batched(run.denoiser(), (C, *g.shape), sigmas, seeds, sampler=s["sampler"], cond=cond,
                            batch_size=int(s.get("batch_size", 32)), device=device, progress=progress,
-                           desc=f"lead {lead}/{leads}", **sampler_options(s)).cpu().numpy().astype(np.float64)
-        if inflation != 1.0:
-            m = conditional_mean(run.denoiser(), (C, *g.shape), cond, float(s["sigma_max"]),
-                                 batch_size=int(s.get("batch_size", 32)), device=device).cpu().numpy()
-            z = m + inflation * (z - m)
+                           desc=f"lead {lead}/{leads}", inflation=inflation,
+                           **sampler_options(s)).cpu().numpy().astype(np.float64)
         r = (z * prep.resid_std[None, :, None, None]).reshape(I, members, C, *g.shape)
         a_next = prep.ar1.phi * a_hist[:, -1].reshape(I, members, C, *g.shape) + r
         a_next = np.where(valid[:, None], a_next, np.nan)
