@@ -1,6 +1,7 @@
 """Climate and weather fields: netCDF/zarr ingestion, ensemble forecasts, scores and baselines."""
 
-from .fields import Grid, canonical, open_fields, write_netcdf
+from ...tasks.outputs import write_netcdf
+from .fields import Grid, canonical, open_fields
 from .downscale import Downscale, downscale
 from .forecast import Forecast, forecast
 from .scores import crps_ensemble, ensemble_scores, rank_histogram, skill_spread, weighted_mean

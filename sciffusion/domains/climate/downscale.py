@@ -37,7 +37,8 @@ from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
 from ...training.sampling import sample_batched
-from .fields import Grid, canonical, open_fields, open_output, report_scores, state_tensors, write_netcdf
+from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
+from .fields import Grid, canonical, open_fields
 from .forecast import _fields, read_static, select_period
 
 

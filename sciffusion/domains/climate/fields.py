@@ -7,7 +7,6 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -15,10 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 
-from ...training.checkpoint import atomic_write
 
 LAT_NAMES = ("lat", "latitude", "y", "nav_lat", "rlat")
 LON_NAMES = ("lon", "longitude", "x", "nav_lon", "rlon")
@@ -170,36 +167,3 @@ def open_fields(path: str | os.PathLike, variables: Sequence[str] | None = None,
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"cannot read {path} as netCDF/zarr: {first[:200]}") from None
     return canonical(ds, variables)
-
-
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> pathlib.Path:
-    """Write ``ds`` to ``path`` atomically (a killed job leaves the old file or none, never half a file)."""
-    path = pathlib.Path(path)
-    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
-    return path
-
-
-def state_tensors(arrays: dict[str, np.ndarray | None]) -> dict[str, torch.Tensor]:
-    """A task's fitted arrays as the run's state tensors (absent ones, e.g. no static fields, left out)."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None}
-
-
-def open_output(path: str | os.PathLike, task: str) -> xr.Dataset:
-    """Load a file that ``sciffusion <task>`` wrote (checked by its ``sciffusion_task`` attribute)."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{task} file {path} does not exist")
-    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as ds:
-        ds = ds.load()
-    if ds.attrs.get("sciffusion_task") != task:
-        raise ValueError(f"{path} is not a file written by 'sciffusion {task}'")
-    return ds
-
-
-def report_scores(table: dict[str, Any], text: str, out: str | os.PathLike | None) -> pathlib.Path | str:
-    """Print the score table and, with ``out``, write it as JSON (atomically)."""
-    print(text)
-    if not out:
-        return "stdout"
-    atomic_write(out, json.dumps(table, indent=2).encode())
-    return pathlib.Path(out)

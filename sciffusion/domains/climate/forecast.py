@@ -29,8 +29,8 @@ from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
 from ...training.sampling import sample_batched
-from .fields import (Grid, canonical, open_fields, open_output, report_scores, state_tensors, static_field,
-                     write_netcdf)
+from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
+from .fields import Grid, canonical, open_fields, static_field
 from .stats import AR1, Climatology, cycle_keys, fit_anomaly_stats, years
 
 

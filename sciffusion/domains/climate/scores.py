@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from ...metrics import crps_ensemble_np
 from .fields import _find
 
 MEMBER = "member"
@@ -43,23 +44,11 @@ def _member_last(forecast: xr.DataArray, truth: xr.DataArray, member: str) -> tu
     return forecast.transpose(*truth.dims, member), truth
 
 
-def _crps_np(x: np.ndarray, y: np.ndarray, fair: bool) -> np.ndarray:
-    M = x.shape[-1]
-    if fair and M < 2:
-        raise ValueError("the fair CRPS needs at least 2 members")
-    skill = np.abs(x - y[..., None]).mean(-1)
-    xs = np.sort(x, axis=-1)
-    i = np.arange(1, M + 1)
-    pair_sum = 2.0 * ((2 * i - M - 1) * xs).sum(-1)  # sum over all ordered pairs of |x_i - x_j|
-    spread = pair_sum / (2.0 * M * (M - 1)) if fair else pair_sum / (2.0 * M * M)
-    return skill - spread
-
-
 def crps_ensemble(forecast: xr.DataArray, truth: xr.DataArray, member: str = MEMBER,
                   fair: bool = True) -> xr.DataArray:
     """CRPS per point (the forecast's dims without ``member``), in the units of the data; NaN where either is NaN."""
     fc, tr = _member_last(forecast, truth, member)
-    out = xr.apply_ufunc(_crps_np, fc, tr, kwargs={"fair": fair}, input_core_dims=[[member], []],
+    out = xr.apply_ufunc(crps_ensemble_np, fc, tr, kwargs={"fair": fair}, input_core_dims=[[member], []],
                          dask="parallelized", output_dtypes=[np.float64])
     bad = tr.isnull() | fc.isnull().any(member)
     return out.where(~bad).rename("crps")
