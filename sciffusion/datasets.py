@@ -30,3 +30,24 @@ def path(name: str) -> pathlib.Path:
         if p.exists():
             return p
     raise FileNotFoundError(f"bundled dataset {name!r} not found under {[str(r) for r in roots()]}")
+
+
+def market_prices(names: tuple[str, ...] = ("sp500", "nasdaq")) -> "pandas.DataFrame":  # noqa: F821
+    """Daily adjusted closes 1999-01-04..2018-12-31 of the S&P 500 and NASDAQ Composite indices, one column per
+    index, read from the files the ``arch`` package ships (``arch.data``; Yahoo Finance data, see
+    ``datasets/README.md``). Needs the ``finance`` extra."""
+    import importlib
+
+    import pandas as pd
+
+    cols = {}
+    for n in names:
+        try:
+            mod = importlib.import_module(f"arch.data.{n}")
+        except ImportError as e:
+            raise ImportError(f"market data {n!r} come with the 'arch' package: pip install 'sciffusion[finance]' "
+                              f"({e})") from None
+        cols[n.upper()] = mod.load()["Adj Close"]
+    df = pd.DataFrame(cols)
+    df.index.name = "date"
+    return df

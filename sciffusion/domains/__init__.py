@@ -1,6 +1,6 @@
 """Layer 5, domains: climate, medical and finance I/O, metrics and tasks. Importing this registers every task."""
 
-from . import climate  # noqa: F401  (registers forecast)
+from . import climate, finance  # noqa: F401  (importing registers their tasks)
 from ..tasks import TASKS
 
-__all__ = ["TASKS", "climate"]
+__all__ = ["TASKS", "climate", "finance"]

@@ -1,0 +1,316 @@
+"""Conditional market scenarios: a diffusion model of the next H days' GARCH shocks, all assets jointly.
+
+The design (see ``docs/finance.md``): per asset a GJR-GARCH(1,1)-t is fitted on the training period; its shocks are
+Gaussianised through the t's CDF; a 1-D U-Net (assets as channels, the horizon as the axis) learns the joint law of
+the next H Gaussianised shocks given the GARCH volatility and summaries of the last C days (:mod:`.features`).
+A scenario maps sampled shocks back through the t and runs the GJR variance recursion along its own path, so every
+path carries volatility clustering and the leverage effect, while the model supplies the cross-asset dependence,
+the shape of joint tails and what the GARCH misses.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, \
+    sampling_sigmas
+from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
+from ...training.data import DiffusionDataModule
+from ...training.fit import TrainedRun, load_trained
+from ...training.sampling import sample_batched
+from .features import as_channels, feature_count, summaries
+from .garch import GarchT
+from .series import log_returns, period_slice, read_table
+
+PCT = 100.0  # GARCH works in percent log returns
+
+
+@dataclass
+class ShockModel:
+    """What is fitted on the training period and turns a return table into model inputs (and samples back)."""
+
+    garch: GarchT
+    sigma_bar: np.ndarray   # (A,) training mean of the GARCH volatility, percent
+    chol: np.ndarray        # (A, A) Cholesky factor of the training correlation of the Gaussianised shocks
+    context: int
+    horizon: int
+
+    def whiten(self, g: np.ndarray) -> np.ndarray:
+        """Shocks ``(N, A, H)`` -> the model's target ``L^-1 g``: N(0, I) under the constant-correlation GARCH, so
+        the network (zero-initialised: it starts as the exact denoiser of N(0, I)) learns only what that misses."""
+        return np.linalg.solve(self.chol, g.reshape(len(g), g.shape[1], -1)).reshape(g.shape)
+
+    def colour(self, w: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`whiten`. Samples are clipped at +-6 first: a rare far-out draw of the sampler would
+        otherwise map through the t's quantile function to an absurd shock and blow up the variance recursion."""
+        return np.einsum("ab,nbh->nah", self.chol, np.clip(w, -6.0, 6.0))
+
+    def shocks(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fraction log returns ``(T, A)`` -> Gaussianised shocks ``g`` ``(T, A)``, next-day variances ``s2``
+        ``(T, A)`` (row t: the variance of day t + 1, percent^2) and ``log_vol = log(sigma_{t+1} / sigma_bar)``."""
+        r_pct = r * PCT
+        s2 = self.garch.filter(r_pct)
+        z = (r_pct - self.garch.mu) / np.sqrt(s2[:-1])
+        g = self.garch.to_normal(z)
+        return g, s2[1:], 0.5 * np.log(s2[1:]) - np.log(self.sigma_bar)
+
+    def cond(self, g: np.ndarray, log_vol: np.ndarray, ends: Sequence[int]) -> np.ndarray:
+        return as_channels(summaries(g, log_vol, ends, self.context), self.horizon)
+
+    def paths(self, g_paths: np.ndarray, s2_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussianised shocks ``(N, A, H)`` + next-day variances ``(N, A)`` -> (fraction log returns
+        ``(N, A, H)``, the variance of the day after each path day ``(N, A, H)``, percent^2)."""
+        r, after = self.garch.simulate(s2_next, self.garch.from_normal(g_paths, axis=1))
+        return r / PCT, after
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return state_tensors({**self.garch.state(), "sigma_bar": self.sigma_bar, "chol": self.chol})
+
+    @classmethod
+    def from_run(cls, run: TrainedRun) -> ShockModel:
+        s = {k: v.numpy() for k, v in run.state.items()}
+        d = run.config["data"]
+        return cls(GarchT.from_state(s), s["sigma_bar"], s["chol"], int(d["context"]), int(d["horizon"]))
+
+
+def read_returns(data: str | os.PathLike | pd.DataFrame, kind: str = "prices",
+                 assets: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(log returns, prices or None) from a table of ``kind`` ``prices`` or ``returns`` (log returns, fractions)."""
+    table = read_table(data, assets)
+    if kind == "prices":
+        return log_returns(table), table
+    if kind == "returns":
+        if (table.abs() > 1).to_numpy().any():
+            raise ValueError("returns above 100% in absolute value: give log returns as fractions (0.01 = 1%), "
+                             "or prices with kind=prices")
+        return table, None
+    raise ValueError(f"kind must be 'prices' or 'returns'; got {kind!r}")
+
+
+@register
+class Scenarios(Task):
+    name = "scenarios"
+    verb = "scenarios"
+    summary = "market scenario paths conditioned on recent history (prices CSV/parquet in, netCDF out)"
+    defaults: dict[str, Any] = {
+        "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20,
+                 "val_days": 250, "batch_size": 64},
+        "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
+                  "ema_half_life": 100.0, "cond_dropout": 0.1},
+        "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
+        "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
+                     "batch_size": 4096},
+        "scenarios": {"origins": None, "every": 1, "paths": 200},
+        "evaluate": {"long_days": 1000, "long_paths": 16},
+    }
+    train_flags = (
+        Flag("--kind", "data.kind", "the table holds 'prices' (default) or 'returns' (log, fractions)"),
+        Flag("--assets", "data.assets", "columns to model (default: every numeric column)", nargs="+"),
+        Flag("--train-period", "data.train_period", "training period, e.g. :2014-12-31 (its last val-days validate)"),
+        Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
+        Flag("--horizon", "data.horizon", "days per scenario path", int),
+    )
+    sample_flags = (
+        Flag("--data", "data.path", "prices (or returns) up to and including the origins"),
+        Flag("--origins", "scenarios.origins", "origin dates, e.g. 2015-01-02/2018-12-31 (default: the last day)"),
+        Flag("--every", "scenarios.every", "take every k-th trading day of the origin period", int),
+        Flag("--paths", "scenarios.paths", "paths per origin", int),
+    )
+    required_sample = ("run", "out", "data.path")
+    evaluate_flags = (
+        Flag("--scenarios", "evaluate.scenarios", "scenario file written by 'sciffusion scenarios'"),
+        Flag("--long-days", "evaluate.long_days", "length of the long simulated paths for the stylized facts", int),
+    )
+    required_evaluate = ("evaluate.scenarios", "data.path", "run")
+
+    def train(self, config: dict[str, Any]) -> pathlib.Path:
+        d = config["data"]
+        C, H = int(d["context"]), int(d["horizon"])
+        if C < 5 or H < 1:
+            raise ValueError(f"context must be >= 5 and horizon >= 1; got {C} and {H}")
+        r, _ = read_returns(d["path"], d.get("kind", "prices"), d.get("assets"))
+        r = r.loc[period_slice(d.get("train_period"))]
+        n_val = int(d.get("val_days", 250))
+        if len(r) < C + H + n_val + 250:
+            raise ValueError(f"the training period has {len(r)} returns; need at least {C + H + n_val + 250} "
+                             f"(context {C} + horizon {H} + {n_val} validation days + 250)")
+        garch = GarchT.fit(r * PCT)
+        s2 = garch.filter(r.to_numpy() * PCT)
+        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), np.eye(r.shape[1]), C, H)
+        g, _, log_vol = model.shocks(r.to_numpy())
+        full = g[np.isfinite(g).all(1)]
+        model.chol = np.linalg.cholesky(np.atleast_2d(np.corrcoef(full.T)) + 1e-9 * np.eye(r.shape[1]))
+        ends = np.arange(C - 1, len(r) - H)
+        x = model.whiten(np.stack([g[e + 1:e + 1 + H].T for e in ends])).astype(np.float32)  # (N, A, H), NaN = missing
+        cond = model.cond(g, log_vol, ends)
+        dm = DiffusionDataModule.from_arrays(torch.from_numpy(x), torch.from_numpy(cond),
+                                             mask=torch.from_numpy(np.isfinite(x)),
+                                             val_fraction=min(n_val / len(ends), 0.5),
+                                             batch_size=int(d["batch_size"]), seed=int(config["seed"]))
+        A = r.shape[1]
+        net = {"dims": 1, "in_channels": A, "cond_channels": feature_count(A, C) + 1}
+        meta = {"assets": list(r.columns), "kind": d.get("kind", "prices"),
+                "train_period": [str(r.index[0].date()), str(r.index[-1].date())], "source": str(d["path"]),
+                "garch": {k: v.tolist() for k, v in vars(garch).items()}}
+        return run_training(config, dm, net, meta, model.state_dict())
+
+    def sample(self, config: dict[str, Any]) -> pathlib.Path:
+        s = config["scenarios"]
+        ds = scenarios(config["run"], config["data"]["path"], origins=s.get("origins"), every=int(s.get("every", 1)),
+                       paths=int(s["paths"]), seed=int(config["seed"]), sampling=config.get("sampling", {}),
+                       progress=True)
+        return write_netcdf(ds, config["out"])
+
+    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
+        from .report import format_report, risk_report
+
+        e = config.get("evaluate", {})
+        scen = open_output(e["scenarios"], "scenarios")
+        report = risk_report(scen, config["data"]["path"], config["run"], seed=int(config["seed"]),
+                             long_days=int(e.get("long_days", 1000)), long_paths=int(e.get("long_paths", 16)),
+                             plots=e.get("plots"))
+        return report_scores(report, format_report(report), config.get("out"))
+
+
+# --- sampling --------------------------------------------------------------------------------------------------
+
+def _seeds(seed: int, days: np.ndarray, paths: int) -> list[int]:
+    """One seed per (origin, path), from (seed, origin day number, path): a path does not depend on which other
+    origins or how many paths are drawn, and neighbouring origins do not share their noise."""
+    out = []
+    for d in days:
+        base = np.random.SeedSequence([int(seed), int(d)]).generate_state(1)[0]
+        out.extend(int((int(base) + p) % 2**63) for p in range(paths))
+    return out
+
+
+def _origin_rows(index: pd.DatetimeIndex, origins: str | Sequence | None, every: int, context: int) -> np.ndarray:
+    if origins is None:
+        rows = np.array([len(index) - 1])
+    elif isinstance(origins, str):
+        sl = period_slice(origins)
+        rows = np.flatnonzero((index >= (sl.start or index[0])) & (index <= (sl.stop or index[-1])))[::max(every, 1)]
+    else:
+        want = pd.DatetimeIndex(pd.to_datetime(list(origins)))
+        missing = want.difference(index)
+        if len(missing):
+            raise ValueError(f"origin {missing[0].date()} is not a day of the data")
+        rows = index.get_indexer(want)
+    if len(rows) == 0:
+        raise ValueError(f"no trading day of the data falls in the origins {origins!r}")
+    if rows.min() < context - 1:
+        raise ValueError(f"origin {index[rows.min()].date()} has {rows.min() + 1} days of history; "
+                         f"the run needs {context}")
+    return rows
+
+
+def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.DataFrame, *,
+              origins: str | Sequence | None = None, every: int = 1, paths: int = 200, seed: int = 0,
+              sampling: dict[str, Any] | None = None, progress: bool = False) -> xr.Dataset:
+    """Scenario paths from every origin: ``log_return`` and ``price`` ``(origin, horizon, path, asset)``.
+
+    ``data`` holds prices (or returns, as the run was trained) up to each origin; ``origins`` is a period
+    (``"2015-01-02/2018-12-31"``; every ``every``-th trading day in it), a list of dates, or None (the last day).
+    All origins x paths go through the sampler in large batches.
+    """
+    run = load_trained(run, task="scenarios") if not isinstance(run, TrainedRun) else run
+    cfg = run.config
+    sampling = {**cfg["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
+    model = ShockModel.from_run(run)
+    assets, kind = run.metadata["assets"], run.metadata.get("kind", "prices")
+    r, prices = read_returns(data, kind, assets)
+    rows = _origin_rows(r.index, origins, every, model.context)
+    g, s2_next, log_vol = model.shocks(r.to_numpy())
+    cond = torch.from_numpy(model.cond(g, log_vol, rows)).repeat_interleave(paths, dim=0)
+    device = resolve_device(sampling.get("device"))
+    run.to(device)
+    A, H = len(assets), model.horizon
+    x = sample_batched(run.denoiser(), (A, H), sampling_sigmas(sampling, device),
+                       _seeds(seed, r.index[rows].asi8 // 86_400_000_000_000, paths), sampler=sampling["sampler"],
+                       cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device, progress=progress,
+                       desc="scenarios", **sampler_options(sampling))
+    g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
+    lr, _ = model.paths(g_paths, np.repeat(s2_next[rows], paths, axis=0))
+    lr = lr.reshape(len(rows), paths, A, H).transpose(0, 3, 1, 2)  # (origin, horizon, path, asset)
+    last = (prices.reindex(r.index).to_numpy()[rows] if prices is not None else np.ones((len(rows), A)))
+    return to_dataset(lr, r.index, rows, last, assets, kind, run.metadata, seed,
+                      sigma_next=np.sqrt(s2_next[rows]) / PCT)
+
+
+def to_dataset(lr: np.ndarray, index: pd.DatetimeIndex, rows: np.ndarray, last_price: np.ndarray,
+               assets: Sequence[str], kind: str, metadata: dict[str, Any], seed: int,
+               sigma_next: np.ndarray | None = None, method: str = "sciffusion") -> xr.Dataset:
+    """The scenario file's layout for log returns ``(origin, horizon, path, asset)``; the ``date`` of each
+    (origin, horizon) is the data's trading day where the data reach it, else a business day."""
+    O, H = lr.shape[:2]
+    dates = np.empty((O, H), dtype="datetime64[ns]")
+    for i, row in enumerate(rows):
+        known = index[row + 1:row + 1 + H]
+        extra = pd.bdate_range(index[row] if not len(known) else known[-1], periods=H - len(known) + 1)[1:]
+        dates[i] = np.concatenate([known.values, extra.values])
+    price = last_price[:, None, None, :] * np.exp(np.cumsum(lr, axis=1))
+    coords = {"origin": index[rows].values, "horizon": np.arange(1, H + 1), "path": np.arange(lr.shape[2]),
+              "asset": list(assets), "date": (("origin", "horizon"), dates)}
+    ds = xr.Dataset({
+        "log_return": (("origin", "horizon", "path", "asset"), lr.astype(np.float32),
+                       {"long_name": "daily log return", "units": "1"}),
+        "price": (("origin", "horizon", "path", "asset"), price.astype(np.float32),
+                  {"long_name": "price" if kind == "prices" else "value of 1 invested at the origin",
+                   "units": "as input" if kind == "prices" else "1"}),
+        "last_price": (("origin", "asset"), last_price.astype(np.float64), {"long_name": "price at the origin"}),
+    }, coords=coords)
+    if sigma_next is not None:
+        ds["garch_sigma"] = (("origin", "asset"), sigma_next.astype(np.float64),
+                             {"long_name": "GJR-GARCH-t volatility of the first day", "units": "1"})
+    ds["origin"].attrs["long_name"] = "last observed trading day"
+    ds["horizon"].attrs.update(long_name="trading days after the origin", units="days")
+    ds.attrs.update(sciffusion_task="scenarios", method=method, seed=int(seed), kind=kind,
+                    train_period="/".join(metadata.get("train_period", [])),
+                    history=f"scenarios from {metadata.get('source', 'a sciffusion run')} ({method})")
+    return ds
+
+
+def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.DataFrame, *, days: int = 2000,
+             paths: int = 16, seed: int = 0, sampling: dict[str, Any] | None = None,
+             kind: str | None = None) -> np.ndarray:
+    """Long paths ``(paths, days, A)`` of fraction log returns, horizon after horizon, each block conditioned on the
+    path's own simulated history; starts from the last day of ``data``. For stylized facts that need long series
+    (volatility clustering over 50 lags): within a 20-day path those estimates are dominated by small-sample bias.
+    ``kind`` overrides the run's (``returns`` to pass log returns to a run trained on prices)."""
+    run = load_trained(run, task="scenarios") if not isinstance(run, TrainedRun) else run
+    sampling = {**run.config["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
+    model = ShockModel.from_run(run)
+    r, _ = read_returns(data, kind or run.metadata.get("kind", "prices"), run.metadata["assets"])
+    g0, s2_0, lv0 = model.shocks(r.to_numpy())
+    C, H, A = model.context, model.horizon, r.shape[1]
+    blocks = -(-days // H)
+    g = np.concatenate([np.repeat(g0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
+    lv = np.concatenate([np.repeat(lv0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
+    s2 = np.repeat(s2_0[None, -1], paths, 0)
+    out = np.empty((paths, blocks * H, A))
+    device = resolve_device(sampling.get("device"))
+    run.to(device)
+    sigmas = sampling_sigmas(sampling, device)
+    for b in range(blocks):
+        t = C + b * H  # first new row
+        cond = np.concatenate([model.cond(g[p, t - C:t], lv[p, t - C:t], [C - 1]) for p in range(paths)])
+        seeds = [int(np.random.SeedSequence([int(seed), b, p]).generate_state(1)[0]) for p in range(paths)]
+        x = sample_batched(run.denoiser(), (A, H), sigmas, seeds, sampler=sampling["sampler"],
+                           cond=torch.from_numpy(cond), batch_size=int(sampling.get("batch_size", 4096)),
+                           device=device, **sampler_options(sampling))
+        gb = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))  # (paths, A, H)
+        rb, after = model.paths(gb, s2)
+        out[:, b * H:(b + 1) * H] = rb.transpose(0, 2, 1)
+        g[:, t:t + H] = gb.transpose(0, 2, 1)
+        lv[:, t:t + H] = (0.5 * np.log(after) - np.log(model.sigma_bar)[:, None]).transpose(0, 2, 1)
+        s2 = after[..., -1]
+    return out[:, :days]
