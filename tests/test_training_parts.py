@@ -148,3 +148,18 @@ def test_atomic_write_survives_a_kill_mid_write(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -9
     assert target.read_bytes() == b"old"
+
+
+def test_atomic_write_gives_the_umask_mode(tmp_path):
+    import stat
+
+    from sciffusion.training.checkpoint import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", b"x")
+        atomic_write(tmp_path / "b.bin", lambda p: pathlib.Path(p).write_bytes(b"y"))
+    finally:
+        os.umask(old)
+    for name in ("a.bin", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644  # not mkstemp's 0600

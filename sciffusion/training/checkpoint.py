@@ -50,6 +50,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], None]) -
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

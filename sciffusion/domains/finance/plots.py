@@ -15,6 +15,7 @@ from .risk import acf, leverage, var_es
 
 
 def _save(fig, path: pathlib.Path) -> str:
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write(path, buf.getvalue())
