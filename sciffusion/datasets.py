@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DATASETS = {
     "hadcm3_a1b": "hadcm3_a1b_north_america/A1B_north_america.nc",
@@ -32,7 +36,7 @@ def path(name: str) -> pathlib.Path:
     raise FileNotFoundError(f"bundled dataset {name!r} not found under {[str(r) for r in roots()]}")
 
 
-def market_prices(names: tuple[str, ...] = ("sp500", "nasdaq")) -> "pandas.DataFrame":  # noqa: F821
+def market_prices(names: tuple[str, ...] = ("sp500", "nasdaq")) -> pd.DataFrame:
     """Daily adjusted closes 1999-01-04..2018-12-31 of the S&P 500 and NASDAQ Composite indices, one column per
     index, read from the files the ``arch`` package ships (``arch.data``; Yahoo Finance data, see
     ``datasets/README.md``). Needs the ``finance`` extra."""
