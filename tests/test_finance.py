@@ -56,6 +56,15 @@ def test_log_returns_mask_not_fill(prices):
         log_returns(p)
 
 
+def test_day_numbers_whatever_the_index_unit():
+    from sciffusion.domains.finance.garch import day_number
+
+    for unit in ("s", "us", "ns"):
+        idx = pd.DatetimeIndex(["1970-01-11", "2015-01-02", "2015-01-05"]).as_unit(unit)
+        assert day_number(idx).tolist() == [10, 16437, 16440]
+    assert day_number(pd.Timestamp("2015-01-02")).tolist() == [16437]
+
+
 def test_period_slice():
     assert period_slice(":2009-12-31") == slice(None, pd.Timestamp("2009-12-31"))
     assert period_slice("2010-01-04/2013-03-01") == slice(pd.Timestamp("2010-01-04"), pd.Timestamp("2013-03-01"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .garch import GarchT
+from .garch import GarchT, correlation_factor, day_number
 
 PCT = 100.0
 
@@ -24,11 +24,7 @@ class GarchBaseline:
 
     def __init__(self, r_train: pd.DataFrame, asymmetric: bool) -> None:
         self.garch = GarchT.fit(r_train * PCT, asymmetric=asymmetric)
-        r = r_train.to_numpy() * PCT
-        s2 = self.garch.filter(r)
-        g = self.garch.to_normal((r - self.garch.mu) / np.sqrt(s2[:-1]))
-        g = g[np.isfinite(g).all(1)]
-        self.chol = np.linalg.cholesky(np.corrcoef(g.T).reshape(r.shape[1], r.shape[1]) + 1e-9 * np.eye(r.shape[1]))
+        self.chol = correlation_factor(self.garch.gaussianised(r_train.to_numpy() * PCT)[0])
 
     def _shocks(self, rng: np.random.Generator, n: int, horizon: int) -> np.ndarray:
         A = self.chol.shape[0]
@@ -39,7 +35,7 @@ class GarchBaseline:
         s2 = self.garch.filter(r.to_numpy() * PCT)
         out = np.empty((len(rows), horizon, paths, r.shape[1]))
         for i, row in enumerate(rows):
-            rng = np.random.default_rng([seed, int(r.index[row].value // 86_400_000_000_000)])
+            rng = np.random.default_rng([seed, int(day_number(r.index[row])[0])])
             z = self._shocks(rng, paths, horizon)
             lr, _ = self.garch.simulate(np.repeat(s2[row + 1][None], paths, 0), z)
             out[i] = lr.transpose(2, 0, 1) / PCT
@@ -65,7 +61,7 @@ def bootstrap_scenarios(r: pd.DataFrame, rows: np.ndarray, paths: int, horizon: 
         starts = np.flatnonzero(ok_block[first:max(row - horizon + 2, first)]) + first
         if len(starts) == 0:
             raise ValueError(f"no complete {horizon}-day block of history before {r.index[row].date()}")
-        rng = np.random.default_rng([seed, int(r.index[row].value // 86_400_000_000_000)])
+        rng = np.random.default_rng([seed, int(day_number(r.index[row])[0])])
         s = rng.choice(starts, paths)
         out[i] = np.stack([x[s + h] for h in range(horizon)])
     return out

@@ -84,6 +84,13 @@ class GarchT:
             s2[t + 1] = self.next_variance(e[t], s2[t])
         return s2
 
+    def gaussianised(self, r_pct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(T, A)`` (percent) -> (their Gaussianised shocks ``(T, A)``, the filter's variances
+        ``(T + 1, A)``)."""
+        r_pct = np.asarray(r_pct, dtype=np.float64)
+        s2 = self.filter(r_pct)
+        return self.to_normal((r_pct - self.mu) / np.sqrt(s2[:-1])), s2
+
     def simulate(self, s2_next: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Paths from standardised shocks ``z`` ``(..., A, H)``, each starting from next-day variances ``s2_next``
         ``(..., A)``; the variance follows each path's own shocks. Returns (percent returns ``(..., A, H)``, the
@@ -124,3 +131,16 @@ def backcast(e: np.ndarray, tau: int = 75) -> np.ndarray:
     head = e[:tau]
     w = np.where(np.isnan(head), 0.0, (0.94 ** np.arange(len(head)))[:, None])
     return (np.nan_to_num(head) ** 2 * w).sum(0) / w.sum(0)
+
+
+def correlation_factor(g: np.ndarray) -> np.ndarray:
+    """Cholesky factor ``(A, A)`` of the correlation of shocks ``g`` ``(T, A)`` over the days all assets have."""
+    A = g.shape[1]
+    full = g[np.isfinite(g).all(1)]
+    return np.linalg.cholesky(np.atleast_2d(np.corrcoef(full.T)) + 1e-9 * np.eye(A))
+
+
+def day_number(t: pd.Timestamp | np.ndarray | pd.DatetimeIndex) -> np.ndarray:
+    """Days since 1970-01-01: the origin part of the per-origin seeds of scenarios and baselines."""
+    # Through datetime64[D]: pandas indexes may hold s, ms, us or ns, so asi8 is not in a fixed unit.
+    return pd.DatetimeIndex(np.atleast_1d(t)).values.astype("datetime64[D]").astype(np.int64)

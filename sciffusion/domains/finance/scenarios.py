@@ -28,7 +28,7 @@ from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import sample_batched
 from .features import as_channels, feature_count, summaries
-from .garch import GarchT
+from .garch import GarchT, correlation_factor, day_number
 from .series import log_returns, period_slice, read_table
 
 PCT = 100.0  # GARCH works in percent log returns
@@ -57,10 +57,7 @@ class ShockModel:
     def shocks(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fraction log returns ``(T, A)`` -> Gaussianised shocks ``g`` ``(T, A)``, next-day variances ``s2``
         ``(T, A)`` (row t: the variance of day t + 1, percent^2) and ``log_vol = log(sigma_{t+1} / sigma_bar)``."""
-        r_pct = r * PCT
-        s2 = self.garch.filter(r_pct)
-        z = (r_pct - self.garch.mu) / np.sqrt(s2[:-1])
-        g = self.garch.to_normal(z)
+        g, s2 = self.garch.gaussianised(r * PCT)
         return g, s2[1:], 0.5 * np.log(s2[1:]) - np.log(self.sigma_bar)
 
     def cond(self, g: np.ndarray, log_vol: np.ndarray, ends: Sequence[int]) -> np.ndarray:
@@ -144,11 +141,9 @@ class Scenarios(Task):
             raise ValueError(f"the training period has {len(r)} returns; need at least {C + H + n_val + 250} "
                              f"(context {C} + horizon {H} + {n_val} validation days + 250)")
         garch = GarchT.fit(r * PCT)
-        s2 = garch.filter(r.to_numpy() * PCT)
-        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), np.eye(r.shape[1]), C, H)
-        g, _, log_vol = model.shocks(r.to_numpy())
-        full = g[np.isfinite(g).all(1)]
-        model.chol = np.linalg.cholesky(np.atleast_2d(np.corrcoef(full.T)) + 1e-9 * np.eye(r.shape[1]))
+        g, s2 = garch.gaussianised(r.to_numpy() * PCT)
+        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), correlation_factor(g), C, H)
+        log_vol = 0.5 * np.log(s2[1:]) - np.log(model.sigma_bar)
         ends = np.arange(C - 1, len(r) - H)
         x = model.whiten(np.stack([g[e + 1:e + 1 + H].T for e in ends])).astype(np.float32)  # (N, A, H), NaN = missing
         cond = model.cond(g, log_vol, ends)
@@ -235,7 +230,7 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     run.to(device)
     A, H = len(assets), model.horizon
     x = sample_batched(run.denoiser(), (A, H), sampling_sigmas(sampling, device),
-                       _seeds(seed, r.index[rows].asi8 // 86_400_000_000_000, paths), sampler=sampling["sampler"],
+                       _seeds(seed, day_number(r.index[rows]), paths), sampler=sampling["sampler"],
                        cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device, progress=progress,
                        desc="scenarios", **sampler_options(sampling))
     g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
