@@ -140,8 +140,13 @@ class TrainedRun:
         return self
 
 
-def load_trained(run_dir: str | os.PathLike, task: str | None = None) -> TrainedRun:
-    """Load an exported run (verified by :func:`~sciffusion.training.load_run`); ``task`` checks the run's task."""
+def load_trained(run_dir: str | os.PathLike | TrainedRun, task: str | None = None) -> TrainedRun:
+    """Load an exported run (verified by :func:`~sciffusion.training.load_run`); ``task`` checks the run's task.
+    An already loaded :class:`TrainedRun` is returned as it is (after the task check), so APIs take either."""
+    if isinstance(run_dir, TrainedRun):
+        if task is not None and run_dir.config.get("task") != task:
+            raise RunError(f"the run is a {run_dir.config.get('task')!r} run, not a {task!r} run")
+        return run_dir
     run = load_run(run_dir)
     cfg = run["config"]
     if task is not None and cfg.get("task") != task:

@@ -279,7 +279,7 @@ def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | x
               progress: bool = False) -> xr.Dataset:
     """An ensemble of fine fields ``(time, member, lat, lon)`` per variable, in physical units on the run's fine grid,
     NaN on cells missing in all training fields; member ``m`` at time ``t`` has its own seed."""
-    run = load_trained(run, task="downscale") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="downscale")
     if members < 1:
         raise ValueError(f"members must be >= 1; got {members}")
     ds, coarse, fine, g = coarse_input(run, data, period)
@@ -344,7 +344,7 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
     1 = right amount of fine-scale variance, < 1 = too smooth)."""
     from .scores import ensemble_scores
 
-    run = load_trained(run, task="downscale") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="downscale")
     prep = DownscalePrep.from_run(run)
     fine = Grid.from_dict(run.metadata["grid"])
     t = fc[fine.time].values

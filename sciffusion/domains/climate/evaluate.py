@@ -43,7 +43,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
                        leads: int = 3, members: int = 16, seed: int = 0,
                        which: tuple[str, ...] = BASELINES) -> dict[str, xr.Dataset]:
     """The baselines' forecasts for the same initial times, leads and grid as :func:`~.forecast.forecast`."""
-    run = load_trained(run, task="forecast") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="forecast")
     st = initial_states(run, data, init_period)
     unknown = set(which) - set(BASELINES)
     if unknown:

@@ -312,7 +312,7 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     The run's calibrated spread inflation scales each sampled residual's deviation from the model's conditional
     mean (:func:`~sciffusion.training.sampling.conditional_mean`).
     """
-    run = load_trained(run, task="forecast") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="forecast")
     if leads < 1 or members < 1:
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
     st = initial_states(run, data, init_period)

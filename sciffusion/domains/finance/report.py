@@ -56,7 +56,7 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
     """Score a scenario set against the realised returns in ``data`` and against the baselines (fitted on the
     run's training period), and compare stylized facts of long simulated paths with the real returns of the
     scenario period. Returns a JSON-able dict (see :func:`format_report`)."""
-    run = load_trained(run, task="scenarios") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="scenarios")
     assets = [str(a) for a in scen["asset"].values]
     r, _ = read_returns(data, run.metadata.get("kind", "prices"), assets)
     train = r.loc[period_slice("/".join(run.metadata["train_period"]))]

@@ -217,7 +217,7 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     (``"2015-01-02/2018-12-31"``; every ``every``-th trading day in it), a list of dates, or None (the last day).
     All origins x paths go through the sampler in large batches.
     """
-    run = load_trained(run, task="scenarios") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="scenarios")
     cfg = run.config
     sampling = {**cfg["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
     model = ShockModel.from_run(run)
@@ -281,7 +281,7 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     path's own simulated history; starts from the last day of ``data``. For stylized facts that need long series
     (volatility clustering over 50 lags): within a 20-day path those estimates are dominated by small-sample bias.
     ``kind`` overrides the run's (``returns`` to pass log returns to a run trained on prices)."""
-    run = load_trained(run, task="scenarios") if not isinstance(run, TrainedRun) else run
+    run = load_trained(run, task="scenarios")
     sampling = {**run.config["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
     model = ShockModel.from_run(run)
     r, _ = read_returns(data, kind or run.metadata.get("kind", "prices"), run.metadata["assets"])
