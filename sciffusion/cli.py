@@ -87,6 +87,7 @@ def _add_config_flags(p: argparse.ArgumentParser, flags: tuple, task: Any, kind:
     p.add_argument("--config", help="YAML file with config keys (flags override it)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set any config key, e.g. model.lr=1e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    flags = tuple({f.name: f for f in flags}.values())  # a task's flag replaces a common one of the same name
     for f in flags:
         p.add_argument(f.name, dest=FLAG_PREFIX + f.key, type=f.type, nargs=f.nargs, default=argparse.SUPPRESS,
                        metavar=f.name.lstrip("-").upper().replace("-", "_"), help=f"{f.help} [{f.key}]")

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 DATASETS = {
     "hadcm3_a1b": "hadcm3_a1b_north_america/A1B_north_america.nc",
     "ostia_sst": "ostia_monthly_sst/ostia_monthly.nc",
+    "mni152_t1_2mm": "mni152_2mm/mni152_t1_2mm.nii.gz",
+    "mni152_wm_2mm": "mni152_2mm/mni152_wm_2mm.nii.gz",
 }
 
 

@@ -3,18 +3,20 @@
 from .exact import GaussianDenoiser, GaussianMixtureDenoiser, ring_mixture
 from .guidance import ClassifierFreeGuidance, KnownValues, concat_condition, initial_state
 from .loss import DiffusionLoss, loss_weight
-from .noise import (EDM, VE, VP, NoiseProcess, alpha_bar_to_sigma, karras_sigmas, logsnr_to_sigma,
+from .noise import (EDM, VE, VP, Fixed, NoiseProcess, alpha_bar_to_sigma, karras_sigmas, logsnr_to_sigma,
                     sigma_to_alpha_bar, sigma_to_logsnr)
 from .partial import partial_diffusion
 from .precond import Denoiser, coefficients, measure_sigma_data, network_target
 from .random import coarse_noise, generators_from_seeds, randn, randn_like
 from .samplers import SAMPLERS, ancestral_step, ddim, ddpm, dpmpp_2m, euler, heun, nfe, sample, validate_sigmas
 from .tensors import append_dims, check_batch
+from .tiling import TiledDenoiser, blend_window, tile_starts
 
 __all__ = [
-    "EDM", "VE", "VP", "NoiseProcess", "alpha_bar_to_sigma", "karras_sigmas", "logsnr_to_sigma",
+    "EDM", "VE", "VP", "Fixed", "NoiseProcess", "alpha_bar_to_sigma", "karras_sigmas", "logsnr_to_sigma",
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
     "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise", "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
+    "TiledDenoiser", "blend_window", "tile_starts",
 ]

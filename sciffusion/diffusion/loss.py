@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .noise import EDM, NoiseProcess
 from .precond import Denoiser
-from .random import Generator, randn_like
+from .random import Generator, coarse_noise, randn_like
 from .tensors import append_dims, check_batch
 
 WEIGHTINGS = ("edm", "min_snr", "snr", "uniform")
@@ -40,6 +40,9 @@ class DiffusionLoss:
         weighting: see :func:`loss_weight`.
         cond_dropout: probability of zeroing the ``cond`` tensor of a sample (trains the unconditional branch for
             classifier-free guidance).
+        noise_factor: 1 trains on white noise; ``k > 1`` on :func:`~sciffusion.diffusion.random.coarse_noise` drawn at
+            ``1/k`` resolution (low-frequency noise hides blob-sized structure: reconstruction-based anomaly
+            detection, AnoDDPM). A model trained so must be used with the same noise.
 
     ``__call__(denoiser, x0, *, mask=None, weight=None, generator=None, sigma=None, **cond)``:
     ``x0`` is ``(batch, channels, *spatial)``; NaN cells of ``x0`` and cells where ``mask`` is False are left out of
@@ -49,11 +52,14 @@ class DiffusionLoss:
     """
 
     def __init__(self, process: NoiseProcess | None = None, weighting: str = "edm", gamma: float = 5.0,
-                 cond_dropout: float = 0.0) -> None:
+                 cond_dropout: float = 0.0, noise_factor: int = 1) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1); got {cond_dropout}")
+        if int(noise_factor) < 1:
+            raise ValueError(f"noise_factor must be >= 1; got {noise_factor}")
+        self.noise_factor = int(noise_factor)
         self.process = process or EDM()
         self.weighting, self.gamma, self.cond_dropout = weighting, gamma, cond_dropout
         self.last_per_sample: Tensor | None = None
@@ -78,7 +84,8 @@ class DiffusionLoss:
             g = generator if isinstance(generator, torch.Generator) else None
             keep = torch.rand(c.shape[0], generator=g, device=c.device) >= self.cond_dropout
             cond = {**cond, "cond": c * append_dims(keep.to(c.dtype), c.ndim)}
-        n = randn_like(x0, generator)
+        n = (randn_like(x0, generator) if self.noise_factor == 1 else
+             coarse_noise(x0.shape, self.noise_factor, generator, device=x0.device, dtype=x0.dtype))
         x = x0 + append_dims(sigma, x0.ndim).to(x0.dtype) * n
         D = denoiser(x, sigma, **cond)
         err = (D.float() - x0.float()) ** 2

@@ -90,6 +90,22 @@ class EDM(NoiseProcess):
         return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho, device=device)
 
 
+class Fixed(NoiseProcess):
+    """One noise level for every sample: training with it is a denoising autoencoder (no diffusion), the baseline
+    a diffusion model must beat on reconstruction-based tasks. Its sampling grid is the one step ``[sigma, 0]``."""
+
+    def __init__(self, sigma: float = 0.5) -> None:
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0; got {sigma}")
+        self.sigma = self.sigma_min = self.sigma_max = float(sigma)
+
+    def sample_sigma(self, n: int, *, generator: Generator = None, device=None) -> Tensor:
+        return torch.full((n,), self.sigma, device=device)
+
+    def sigmas(self, steps: int, *, device=None) -> Tensor:
+        return torch.tensor([self.sigma, 0.0], device=device)
+
+
 class VE(NoiseProcess):
     """Variance exploding (Song et al. 2021): log-uniform training sigmas, geometric sampling grid."""
 
@@ -172,4 +188,4 @@ class VP(NoiseProcess):
         return self.sigma_to_t(sigma).to(sigma.dtype)
 
 
-PROCESSES = {"edm": EDM, "ve": VE, "vp": VP}
+PROCESSES = {"edm": EDM, "ve": VE, "vp": VP, "fixed": Fixed}

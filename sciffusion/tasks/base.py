@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..diffusion import karras_sigmas, measure_sigma_data
-from ..training.config import merge, parse_value
+from ..training.config import merge, parse_value, set_key
 from ..training.data import ArrayDataset, DiffusionDataModule
 from ..training.fit import export_run, fit
 from ..training.module import DiffusionModule
@@ -91,6 +91,14 @@ class Task:
 
     def default_config(self) -> dict[str, Any]:
         return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)
+
+    def configure(self, settings: dict[str, Any] | None = None, **keys: Any) -> dict[str, Any]:
+        """The default config with dotted keys set, as the CLI's flags would: ``configure({"data.path": p,
+        "trainer.max_steps": 400}, out="RUN")``. For calling ``train``/``sample`` from Python."""
+        config = self.default_config()
+        for key, value in {**(settings or {}), **keys}.items():
+            set_key(config, key, value)
+        return config
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         raise NotImplementedError

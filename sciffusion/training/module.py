@@ -48,7 +48,7 @@ class DiffusionModule(L.LightningModule):
         sigma_data: standard deviation of ``x`` (measure it on the training split).
         parameterization: ``edm`` / ``v`` / ``eps`` / ``x0``.
         process: noise process for training sigmas (name or dict with ``name``).
-        weighting, cond_dropout: see :class:`~sciffusion.DiffusionLoss`.
+        weighting, cond_dropout, noise_factor: see :class:`~sciffusion.DiffusionLoss`.
         lr, weight_decay, warmup_steps: AdamW with a linear learning-rate warm-up over ``warmup_steps`` steps.
         ema_half_life: EMA half-life in optimizer steps.
         seed: base seed of the per-step noise.
@@ -57,14 +57,15 @@ class DiffusionModule(L.LightningModule):
     def __init__(self, net: dict[str, Any], sigma_data: float = 0.5, parameterization: str = "edm",
                  process: str | dict[str, Any] = "edm", weighting: str = "edm", cond_dropout: float = 0.0,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_half_life: float = 500.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, noise_factor: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}")
         self.net = UNet(**net)
         self.ema = EMA(self.net, ema_half_life)
-        self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout)
+        self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
+                                     noise_factor=noise_factor)
 
     def denoiser(self, ema: bool = True) -> Denoiser:
         """The model as a sampler-ready denoiser ``D(x, sigma, cond=...)``; the EMA weights by default."""
