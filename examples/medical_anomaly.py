@@ -80,7 +80,9 @@ def main() -> None:
         t = time.time()
         score = med.anomaly_map(run, b.test)
         t_score = time.time() - t
-        thr = run.metadata["metrics"]["threshold"]
+        # The run stores the threshold calibrated at training; recomputing it here keeps it in step with the
+        # scoring settings when runs are reused (sciffusion detect reads the stored one).
+        thr = med.calibrate(run, [b.calibration])
         med.write_volume(work / f"scores_{method}.nii.gz", score, ref)
         results[method] = {**med.detection_scores(score, b.truth, b.test_region, thr),
                            "train_s": round(t_train, 1), "score_s": round(t_score, 1)}

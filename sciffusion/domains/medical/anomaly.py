@@ -73,12 +73,20 @@ def anomaly_map(run: TrainedRun | str | os.PathLike, scan: Scan, *, sigmas: Sequ
                 n = coarse_noise(x.shape, int(a["noise_factor"]), g, device=device)
                 err += (partial_diffusion(D, x, sigma, steps=steps, noise=n, generator=g) - x).abs()
     score = (err / (len(sigmas) * len(seeds)))[0, 0].cpu().numpy()
+    return masked_smooth(score, scan.mask, smooth)
+
+
+def masked_smooth(score: np.ndarray, mask: np.ndarray, smooth: float) -> np.ndarray:
+    """Gaussian smoothing inside ``mask`` only (normalised convolution), 0 outside: errors outside the foreground
+    (never trained on) must not bleed into the border tissue, and border voxels must not be diluted by zeros."""
+    m = mask.astype(np.float32)
+    s = np.where(mask, score, 0.0).astype(np.float32)
     if smooth > 0:
-        score = ndimage.gaussian_filter(score, smooth)
-    return np.where(scan.mask, score, 0.0).astype(np.float32)
+        s = ndimage.gaussian_filter(s, smooth) / np.maximum(ndimage.gaussian_filter(m, smooth), 1e-6)
+    return np.where(mask, s, 0.0).astype(np.float32)
 
 
-def zscore_map(scan: Scan, healthy: Sequence[Scan], smooth: float = 1.0) -> np.ndarray:
+def zscore_map(scan: Scan, healthy: Sequence[Scan], smooth: float = 2.0) -> np.ndarray:
     """The intensity z-score baseline ``|x - mu| / sd`` against healthy scans: per voxel when three or more
     healthy scans share the scan's grid (a registered population), else against the healthy foreground's global
     mean and SD (one template cannot give voxel statistics). Smoothed like :func:`anomaly_map`."""
@@ -89,10 +97,7 @@ def zscore_map(scan: Scan, healthy: Sequence[Scan], smooth: float = 1.0) -> np.n
     else:
         v = np.concatenate([h.x[h.mask] for h in healthy])
         mu, sd = v.mean(), v.std()
-    z = np.abs(scan.x - mu) / sd
-    if smooth > 0:
-        z = ndimage.gaussian_filter(z, smooth)
-    return np.where(scan.mask, z, 0.0).astype(np.float32)
+    return masked_smooth(np.abs(scan.x - mu) / sd, scan.mask, smooth)
 
 
 def calibrate(run: TrainedRun | str | os.PathLike, healthy: Sequence[Scan], fpr: float | None = None,
