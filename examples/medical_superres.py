@@ -6,7 +6,7 @@ the test hemisphere's brain mask.
 
     python examples/medical_superres.py [--work medical_superres_out] [--steps 400] [--seed 0]
 
-Writes ``scores.json``, ``superres_slices.png`` and the k = 4 NIfTI volumes to ``--work``; ~8 minutes on 2 CPU
+Writes ``scores.json``, ``superres_slices.png`` and the k = 4 NIfTI volumes to ``--work``; 10-19 minutes on 2 CPU
 cores (a run already in ``--work`` is reused).
 """
 

@@ -68,9 +68,21 @@ def resolve_config(base: dict[str, Any], args: argparse.Namespace, required: tup
     return config
 
 
+def _task_of_run(args: argparse.Namespace) -> Any:
+    """For a verb several tasks share: the task of the run given with ``--run`` (read from its config)."""
+    run = getattr(args, FLAG_PREFIX + "run", None)
+    if run is None:
+        raise ValueError("missing --run")
+    task = load_run(run)["config"].get("task")
+    found = next((t for t in args.task_choices if t.name == task), None)
+    if found is None:
+        raise ValueError(f"{run} is a {task!r} run; '{args.command}' samples {[t.name for t in args.task_choices]}")
+    return found
+
+
 def cmd_task(args: argparse.Namespace) -> int:
     """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
-    task, kind = args.task_obj, args.func_kind
+    task, kind = args.task_obj or _task_of_run(args), args.func_kind
     # Sampling and evaluation get no sampling defaults: only what the user gives overrides the run's settings.
     base = task.default_config() if kind == "train" else merge(
         {k: v for k, v in task.defaults.items() if k != "sampling"}, {"seed": 0, "sampling": {}})
@@ -94,6 +106,24 @@ def _add_config_flags(p: argparse.ArgumentParser, flags: tuple, task: Any, kind:
     p.set_defaults(func=cmd_task, func_kind=kind, task_obj=task, flags=flags)
 
 
+def _verb_parsers(sub: Any, tasks: list, common: tuple) -> None:
+    """One sampling subcommand per verb; a verb shared by several tasks gets the union of their flags and picks
+    the task from the run at call time."""
+    by_verb: dict[str, list] = {}
+    for t in tasks:
+        by_verb.setdefault(t.verb, []).append(t)
+    for verb, group in by_verb.items():
+        if len(group) == 1:
+            t = group[0]
+            _add_config_flags(sub.add_parser(verb, help=f"sample a trained {t.name} run: {t.summary}"),
+                              common + t.sample_flags, t, "sample")
+            continue
+        names = ", ".join(t.name for t in group)
+        p = sub.add_parser(verb, help=f"sample a trained run of: {names} (the run says which)")
+        _add_config_flags(p, common + tuple(f for t in group for f in t.sample_flags), None, "sample")
+        p.set_defaults(task_choices=group)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .domains import TASKS  # importing the domains registers every task
     from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS
@@ -111,11 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     for task in TASKS.values():
         _add_config_flags(train_sub.add_parser(task.name, help=task.summary), COMMON_TRAIN_FLAGS + task.train_flags,
                           task, "train")
-        _add_config_flags(sub.add_parser(task.verb, help=f"sample a trained {task.name} run: {task.summary}"),
-                          COMMON_SAMPLE_FLAGS + task.sample_flags, task, "sample")
         if task.can_evaluate():
             _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
                               COMMON_EVALUATE_FLAGS + task.evaluate_flags, task, "evaluate")
+    _verb_parsers(sub, list(TASKS.values()), COMMON_SAMPLE_FLAGS)
     return p
 
 

@@ -145,7 +145,7 @@ def test_generate_refuses_a_run_of_another_task(trained, tmp_path, capsys):
     other = tmp_path / "other"
     save_run(other, weights=run["weights"], config={**run["config"], "task": "forecast"}, metadata=run["metadata"])
     assert main(["generate", "--run", str(other), "--out", str(tmp_path / "s.npy")]) == 2
-    assert "is a 'forecast' run, not a 'generate' run" in capsys.readouterr().err
+    assert "is a 'forecast' run; 'generate' samples ['generate', 'volume']" in capsys.readouterr().err
     bad = tmp_path / "bad"
     shutil.copytree(trained, bad)
     (bad / "config.json").write_text((bad / "config.json").read_text().replace("generate", "generatf"))

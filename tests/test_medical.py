@@ -397,3 +397,35 @@ def test_medical_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a 3-D volume" in err[0]
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+def test_cli_generate_is_shared_and_dispatched_on_the_run(tmp_path, small_t1, capsys):
+    data, affine = small_t1
+    scan = _save(tmp_path / "scan.nii.gz", data, affine)
+    run = tmp_path / "run"
+    _cli("train", "volume", "--data", scan, "--patch", 16, "--max-steps", 2, "--batch-size", 2,
+         "--set", "trainer.progress=false", "--out", run)
+    _cli("generate", "--run", run, "--num", 2, "--steps", 3, "--out", tmp_path / "s.nii.gz")
+    img = nib.load(str(tmp_path / "s.nii.gz"))
+    assert img.shape == (16, 16, 16, 2) and np.allclose(np.diag(img.affine)[:3], 2.0)
+    a = np.asanyarray(img.dataobj)
+    assert np.isfinite(a).all() and not np.allclose(a[..., 0], a[..., 1])  # own seeds
+    _cli("generate", "--run", run, "--num", 1, "--steps", 2, "--shape", 20, 36, 18, "--memory-gb", 0.7,
+         "--out", tmp_path / "big.nii.gz")  # larger than one tile: blended tiles, shared noise
+    assert nib.load(str(tmp_path / "big.nii.gz")).shape == (20, 36, 18, 1)
+    # A run of a task that does not sample with `generate` is refused in one line.
+    _cli("train", "superres", "--data", scan, "--patch", 16, "--max-steps", 1, "--batch-size", 2,
+         "--set", "trainer.progress=false", "--out", tmp_path / "sr")
+    capsys.readouterr()
+    assert main(["generate", "--run", str(tmp_path / "sr"), "--out", str(tmp_path / "x.nii.gz")]) == 2
+    assert "is a 'superres' run" in capsys.readouterr().err
+
+
+def test_a_verb_is_shared_only_by_tasks_that_say_so():
+    from sciffusion.tasks.base import Task, register
+
+    class Clash(Task):
+        name, verb, summary = "clash_test", "generate", "x"
+
+    with pytest.raises(ValueError, match="clashes"):
+        register(Clash)

@@ -88,6 +88,7 @@ class Task:
     required_train: ClassVar[tuple[str, ...]] = ("data.path", "out")
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
     required_evaluate: ClassVar[tuple[str, ...]] = ()
+    shares_verb: ClassVar[bool] = False  # True: other tasks may use the same verb; the run's task picks the one
 
     def default_config(self) -> dict[str, Any]:
         return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)
@@ -119,9 +120,11 @@ TASKS: dict[str, Task] = {}
 
 
 def register(cls: type[Task]) -> type[Task]:
-    """Class decorator: add a task to the registry (names and verbs must be unique)."""
+    """Class decorator: add a task to the registry. Names must be unique; so must verbs, unless every task using
+    the verb sets ``shares_verb`` (``sciffusion generate`` serves arrays and volumes: the run says which)."""
     for other in TASKS.values():
-        if cls.name == other.name or cls.verb == other.verb:
+        shared = cls.shares_verb and other.shares_verb
+        if cls.name == other.name or (cls.verb == other.verb and not shared):
             raise ValueError(f"task {cls.name!r} (verb {cls.verb!r}) clashes with registered {other.name!r}")
     TASKS[cls.name] = cls()
     return cls

@@ -55,6 +55,7 @@ def write_array(path: str | pathlib.Path, arr: np.ndarray) -> pathlib.Path:
 class Generate(Task):
     name = "generate"
     verb = "generate"
+    shares_verb = True
     summary = "unconditional generation of arrays (N, C, *spatial) from a .npy file"
     sample_flags = (Flag("--num", "num", "number of samples to draw", int),)
     defaults: dict[str, Any] = {"num": 16}

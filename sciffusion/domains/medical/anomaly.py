@@ -30,7 +30,7 @@ from ...tasks.base import Flag, Task, register, resolve_device
 from ...tasks.outputs import report_scores
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
-from .scans import MEDICAL_DEFAULTS, Scan, as_batch, prepare, scans_from_config, tiled, train_on_patches
+from .scans import MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, as_batch, prepare, scans_from_config, tiled, train_on_patches
 from .scores import detection_scores, threshold_at_fpr
 from .volumes import read_volume, write_volume
 
@@ -142,25 +142,15 @@ class Anomaly(Task):
     verb = "detect"
     summary = "unsupervised voxel anomaly maps of 3-D scans (NIfTI/DICOM) from a model of healthy patches"
     defaults = merge(MEDICAL_DEFAULTS, ANOMALY_DEFAULTS)
-    train_flags = (
-        Flag("--data", "data.path", "healthy scans (NIfTI files or DICOM folders)", nargs="+"),
-        Flag("--mask", "data.mask", "foreground masks (one, or one per scan); default: found from the data",
-             nargs="+"),
+    train_flags = SCAN_TRAIN_FLAGS + (
         Flag("--method", "anomaly.method", "diffusion, or dae (the denoising-autoencoder baseline)"),
         Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on", nargs="+"),
         Flag("--fpr", "anomaly.fpr", "voxel false-positive rate of the calibrated threshold", float),
-        Flag("--hemisphere", "data.hemisphere", "train on patches of one hemisphere only: left or right"),
-        Flag("--ct-window", "data.ct_window", "CT: a window name (brain, soft_tissue, bone, lung)"),
-        Flag("--patch", "data.patch", "training patch size (voxels)", int),
-        Flag("--memory-gb", "memory_gb", "memory budget of tiled whole-volume passes (GB)", float),
     )
-    sample_flags = (
-        Flag("--data", "data.path", "the scan to screen"),
-        Flag("--mask", "data.mask", "its foreground mask (default: found from the data)"),
+    sample_flags = SCAN_SAMPLE_FLAGS + (
         Flag("--binary", "binary", "also write the thresholded map here"),
         Flag("--threshold", "threshold", "score threshold (default: the run's calibrated one)", float),
         Flag("--seeds", "anomaly.seeds", "noise seeds to average", int),
-        Flag("--memory-gb", "memory_gb", "memory budget (GB)", float),
     )
     evaluate_flags = (
         Flag("--scores", "scores", "a score map written by sciffusion detect"),

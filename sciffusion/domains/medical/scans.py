@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...diffusion import TiledDenoiser
-from ...tasks.base import run_training
+from ...tasks.base import Flag, run_training
 from ...training.data import DiffusionDataModule
 from .intensity import IntensityNorm, foreground_mask
 from .patches import PatchDataset, plan_tiles
@@ -25,6 +25,21 @@ MEDICAL_DEFAULTS: dict[str, Any] = {
     "trainer": {"max_steps": 400, "checkpoint_every": 100, "val_every": 100},
     "memory_gb": 4.0,
 }
+
+
+SCAN_TRAIN_FLAGS = (
+    Flag("--data", "data.path", "training scans (NIfTI files or DICOM folders)", nargs="+"),
+    Flag("--mask", "data.mask", "foreground masks (one, or one per scan); default: found from the data", nargs="+"),
+    Flag("--hemisphere", "data.hemisphere", "train on patches of one hemisphere only: left or right"),
+    Flag("--patch", "data.patch", "training patch size (voxels)", int),
+    Flag("--ct-window", "data.ct_window", "CT: a window name (brain, soft_tissue, bone, lung)"),
+    Flag("--memory-gb", "memory_gb", "memory budget of tiled whole-volume passes (GB)", float),
+)
+SCAN_SAMPLE_FLAGS = (
+    Flag("--data", "data.path", "the scan"),
+    Flag("--mask", "data.mask", "its foreground mask (default: found from the data)"),
+    Flag("--memory-gb", "memory_gb", "memory budget (GB)", float),
+)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ...tasks.base import Flag, Task, register, resolve_device, sampler_options,
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from .patches import augment_intensity
-from .scans import MEDICAL_DEFAULTS, Scan, prepare, scans_from_config, tiled, train_on_patches
+from .scans import MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare, scans_from_config, tiled, train_on_patches
 from .volumes import write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {
@@ -177,22 +177,14 @@ class SuperRes(Task):
     verb = "superres"
     summary = "through-plane super-resolution of thick-slice 3-D scans (NIfTI/DICOM)"
     defaults = merge(MEDICAL_DEFAULTS, SUPERRES_DEFAULTS)
-    train_flags = (
-        Flag("--data", "data.path", "thin-slice training scans (NIfTI files or DICOM folders)", nargs="+"),
-        Flag("--mask", "data.mask", "foreground masks (one, or one per scan)", nargs="+"),
+    train_flags = SCAN_TRAIN_FLAGS + (
         Flag("--factors", "superres.factors", "slice factors to train on", int, nargs="+"),
         Flag("--axis", "superres.axis", "slice axis in RAS order: 0 sagittal, 1 coronal, 2 axial", int),
-        Flag("--hemisphere", "data.hemisphere", "train on patches of one hemisphere only: left or right"),
-        Flag("--patch", "data.patch", "training patch size (voxels)", int),
-        Flag("--memory-gb", "memory_gb", "memory budget of tiled whole-volume passes (GB)", float),
     )
-    sample_flags = (
-        Flag("--data", "data.path", "the thick-slice scan"),
-        Flag("--mask", "data.mask", "its foreground mask (default: found from the data)"),
+    sample_flags = SCAN_SAMPLE_FLAGS + (
         Flag("--factor", "factor", "slice factor (default: thick spacing / training spacing)", int),
         Flag("--mode", "superres.mode", "mean (best PSNR) or sample"),
         Flag("--samples", "superres.samples", "posterior samples to average in sample mode", int),
-        Flag("--memory-gb", "memory_gb", "memory budget (GB)", float),
     )
     required_sample = ("run", "out", "data.path")
 

@@ -185,10 +185,16 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume, *
     img.set_sform(out_affine, code=int(header["sform_code"]) or 1 if header is not None else 1)
     img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
+    return save_nifti(path, img)
+
+
+def save_nifti(path: str | os.PathLike, img: Any) -> pathlib.Path:
+    """Save a nibabel image atomically (a killed job leaves the old file or none)."""
+    path = pathlib.Path(path)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
 
     def write(tmp: str) -> None:  # nibabel picks the format from the suffix
-        nib.save(img, tmp + suffix)
+        _nib().save(img, tmp + suffix)
         os.replace(tmp + suffix, tmp)
 
     atomic_write(path, write)
