@@ -30,7 +30,8 @@ from ...tasks.base import Flag, Task, register, resolve_device
 from ...tasks.outputs import report_scores
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
-from .scans import MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, as_batch, prepare, scans_from_config, tiled, train_on_patches
+from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, as_batch, prepare_like,
+                    scans_from_config, tiled, train_on_patches)
 from .scores import detection_scores, threshold_at_fpr
 from .volumes import read_volume, write_volume
 
@@ -122,8 +123,7 @@ def detect(run: TrainedRun | str | os.PathLike, data: Any, mask: Any = None, *, 
     """Score a scan (path or :class:`~sciffusion.domains.medical.volumes.Volume`) and write the score map (and,
     with a threshold, given or calibrated at training, the binary map) as NIfTI on the scan's grid."""
     run = load_trained(run, task="anomaly")
-    d = run.config["data"]
-    scan = prepare(data, mask, ct_window=d.get("ct_window"), percentiles=d.get("percentiles", (0.5, 99.5)))
+    scan = prepare_like(run.config["data"], data, mask)
     score = anomaly_map(run, scan, **kwargs)
     threshold = stored_threshold(run) if threshold is None else threshold
     pred = None if threshold is None else (score > threshold)
@@ -175,7 +175,7 @@ class Anomaly(Task):
             if not a.get("calibration"):
                 return {}
             run = TrainedRun(module, None, config)
-            held = [prepare(f, ct_window=config["data"].get("ct_window")) for f in a["calibration"]]
+            held = [prepare_like(config["data"], f) for f in a["calibration"]]
             thr = calibrate(run, held)
             return {"metrics": {"threshold": thr, "calibration_fpr": float(a["fpr"])}}
 

@@ -4,9 +4,11 @@ noise), with a spatial split (train on one hemisphere, test on the other)."""
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ...datasets import path as dataset_path
 from .intensity import bias_field, random_deformation, warp
@@ -42,14 +44,10 @@ def insert_lesions(x: np.ndarray, region: np.ndarray, rng: np.random.Generator, 
         lesion = np.clip(out + sign * rng.uniform(*shift) * prof, lo, hi)
         out = np.where(prof > 0.01, lesion, out)
         truth |= prof > 0.5
-        free &= prof < 0.01
-        free &= ~_dilate_box(prof > 0.01, int(np.ceil(radius[1])))
+        # The next centre keeps a lesion radius clear of this lesion's footprint (so lesions never touch).
+        r = int(np.ceil(radius[1]))
+        free &= ~ndimage.maximum_filter(prof > 0.01, size=2 * r + 1)
     return out.astype(np.float32), truth
-
-
-def _dilate_box(m: np.ndarray, r: int) -> np.ndarray:
-    from scipy import ndimage
-    return ndimage.maximum_filter(m, size=2 * r + 1)
 
 
 def perturb(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *, deformation: float = 1.5,
@@ -87,7 +85,6 @@ def mni152(resolution: int = 2) -> Volume:
             import nilearn.datasets.data as d
         except ImportError:
             raise ImportError("the 1 mm template comes with nilearn: pip install nilearn") from None
-        import pathlib
         return read_volume(pathlib.Path(d.__file__).parent / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
     raise ValueError(f"resolution must be 1 or 2 (mm); got {resolution}")
 
@@ -104,7 +101,6 @@ def brain_benchmark(seed: int = 0, lesions: int = 8, radius: tuple[float, float]
     cal_x, cal_m = perturb(train.x, train.mask, rng)
     test_x, test_m = perturb(train.x, train.mask, rng)
     right = hemisphere(test_m, "right")
-    from scipy import ndimage
     sites = right & wm & ndimage.binary_erosion(test_m, iterations=int(np.ceil(radius[1])) + 1)
     test_x, truth = insert_lesions(test_x, sites, rng, count=lesions, radius=radius, shift=shift,
                                    healthy=train.x[train.mask])

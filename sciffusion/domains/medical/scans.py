@@ -95,8 +95,14 @@ def scans_from_config(config: dict[str, Any]) -> list[Scan]:
     if len(masks) not in (1, len(paths)):
         raise ValueError(f"give one --mask for all scans or one per scan; got {len(masks)} for {len(paths)}")
     masks = masks * len(paths) if len(masks) == 1 else masks
-    return [prepare(p, m, ct_window=d.get("ct_window"), percentiles=d.get("percentiles", (0.5, 99.5)))
-            for p, m in zip(paths, masks)]
+    return [prepare_like(d, p, m) for p, m in zip(paths, masks)]
+
+
+def prepare_like(data_config: dict[str, Any], volume: Volume | str | os.PathLike, mask: Any = None) -> Scan:
+    """:func:`prepare` with a run's ``data`` settings (CT window, MRI percentiles), so training, calibration and
+    inference scans are normalised the same way."""
+    return prepare(volume, mask, ct_window=data_config.get("ct_window"),
+                   percentiles=data_config.get("percentiles", (0.5, 99.5)))
 
 
 def train_on_patches(config: dict[str, Any], scans: Sequence[Scan], crop_shape: Sequence[int],

@@ -8,8 +8,10 @@ from scipy import ndimage
 from scipy.stats import rankdata
 
 
-def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    score, truth = np.asarray(score, np.float64), np.asarray(truth, bool)
+def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``mask`` voxels (all if None) of a score map and of the truth (a lesion mask, or an image)."""
+    score, truth = np.asarray(score, np.float64), np.asarray(truth, dtype)
     if score.shape != truth.shape:
         raise ValueError(f"score shape {score.shape} does not match the truth {truth.shape}")
     if mask is not None:
@@ -87,7 +89,7 @@ def detection_scores(score: np.ndarray, truth: np.ndarray, mask: np.ndarray, thr
 
 def psnr(x: np.ndarray, truth: np.ndarray, data_range: float = 1.0, mask: np.ndarray | None = None) -> float:
     """Peak signal-to-noise ratio ``10 log10(range^2 / MSE)`` in dB, over ``mask`` voxels."""
-    a, b = _flat(x, np.zeros(np.shape(x), bool), mask)[0], _flat(truth, np.zeros(np.shape(truth), bool), mask)[0]
+    a, b = _flat(x, truth, mask, np.float64)
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
 

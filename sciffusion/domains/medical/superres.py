@@ -27,7 +27,8 @@ from ...tasks.base import Flag, Task, register, resolve_device, sampler_options,
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from .patches import augment_intensity
-from .scans import MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare, scans_from_config, tiled, train_on_patches
+from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare_like, scans_from_config,
+                    tiled, train_on_patches)
 from .volumes import write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {
@@ -64,9 +65,17 @@ def thin_grid(thick: np.ndarray, k: int, axis: int) -> tuple[np.ndarray, np.ndar
     idx = [slice(None)] * thick.ndim
     idx[axis] = slice(None, None, k)
     out[tuple(idx)] = thick
-    kept = np.zeros(shape[axis], bool)
-    kept[::k] = True
-    return out, kept
+    return out, kept_slices(n, k)
+
+
+def kept_slices(n: int, k: int) -> np.ndarray:
+    """Flags of the acquired slices on the thin grid of ``n`` thick slices: every k-th of ``(n - 1) k + 1``."""
+    return np.arange((n - 1) * k + 1) % k == 0
+
+
+def _along(v: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-slice vector ``v`` broadcast along ``axis`` to ``shape``."""
+    return np.broadcast_to(v.reshape([-1 if a == axis else 1 for a in range(len(shape))]), shape)
 
 
 def linear_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
@@ -81,16 +90,13 @@ def cubic_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
     return CubicSpline(np.arange(n) * k, thick, axis=axis)(np.arange((n - 1) * k + 1)).astype(np.float32)
 
 
-def _cond(linear: np.ndarray, kept: np.ndarray, k: int, axis: int) -> np.ndarray:
+def _cond(linear: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
     """Condition channels ``(3, *shape)``: the linear volume, the kept-slice flag and the distance to the nearest
     kept slice in units of 5 slices (so one model serves factors 2-5)."""
     idx = np.flatnonzero(kept)
     pos = np.arange(len(kept))
     dist = np.min(np.abs(pos[:, None] - idx[None, :]), axis=1) / 5.0
-    shape = [1] * linear.ndim
-    shape[axis] = len(kept)
-    flag = np.broadcast_to(kept.reshape(shape).astype(np.float32), linear.shape)
-    d = np.broadcast_to(dist.reshape(shape).astype(np.float32), linear.shape)
+    flag, d = _along(kept.astype(np.float32), axis, linear.shape), _along(dist, axis, linear.shape)
     return np.stack([linear, flag, d]).astype(np.float32)
 
 
@@ -108,24 +114,31 @@ def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, 
         sl = [slice(None)] * 3
         sl[axis] = slice(margin, margin + patch)
         sl = tuple(sl)
-        cond = _cond(lin, kept, k, axis)[(slice(None),) + sl]
+        cond = _cond(lin, kept, axis)[(slice(None),) + sl]
         target = (x - lin)[sl]
-        loss_mask = m[sl] & ~np.broadcast_to(kept[sl[axis]].reshape([-1 if a == axis else 1 for a in range(3)]),
-                                              target.shape)
+        loss_mask = m[sl] & ~_along(kept[sl[axis]], axis, target.shape)
         return {"x": torch.from_numpy(np.ascontiguousarray(target))[None], "cond": torch.from_numpy(cond.copy()),
                 "mask": torch.from_numpy(np.ascontiguousarray(loss_mask))[None]}
 
     return make
 
 
-def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, *, mode: str | None = None,
-                 samples: int | None = None, seed: int = 0, sampling: dict[str, Any] | None = None,
-                 memory_gb: float | None = None, device: str | torch.device | None = None) -> np.ndarray:
-    """Thin volume ``(..., (n - 1) factor + 1, ...)`` (normalised units) from a prepared thick scan.
+def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, **kwargs: Any) -> np.ndarray:
+    """Thin volume ``(..., (n - 1) factor + 1, ...)`` (normalised units) from a prepared thick scan: the linear
+    volume plus the model's residual (see :func:`superres_residual` for the keyword arguments)."""
+    lin, res = superres_residual(run, thick, factor, **kwargs)
+    return lin + res
+
+
+def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, *, mode: str | None = None,
+                      samples: int | None = None, seed: int = 0, sampling: dict[str, Any] | None = None,
+                      memory_gb: float | None = None, device: str | torch.device | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The linear thin volume and the model's residual on it, both normalised ``(..., (n - 1) factor + 1, ...)``.
 
     ``mode="mean"``: the model's conditional mean (one network pass at a high noise level; the best PSNR);
-    ``mode="sample"``: the mean of ``samples`` posterior samples (one is a sharp, plausible volume). Kept slices
-    are returned exactly; outside the (interpolated) foreground the linear volume is kept.
+    ``mode="sample"``: the mean of ``samples`` posterior samples (one is a sharp, plausible volume). The residual
+    is 0 on the kept slices and outside the (interpolated) foreground.
     """
     run = load_trained(run, task="superres")
     sr = run.config["superres"]
@@ -138,11 +151,10 @@ def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, 
     s = {**run.config["sampling"], **(sampling or {})}
     device = resolve_device(device or s.get("device"))
     run.to(device)
-    grid, kept = thin_grid(thick.x, factor, axis)
-    lin = linear_fill(grid, kept, axis)
-    mgrid, _ = thin_grid(thick.mask.astype(np.float32), factor, axis)
-    mask = linear_fill(mgrid, kept, axis) > 0.5
-    cond = torch.from_numpy(_cond(lin, kept, factor, axis))[None].to(device)
+    kept = kept_slices(thick.x.shape[axis], factor)
+    lin = linear_upsample(thick.x, factor, axis)
+    mask = linear_upsample(thick.mask.astype(np.float32), factor, axis) > 0.5
+    cond = torch.from_numpy(_cond(lin, kept, axis))[None].to(device)
     D = tiled(run.denoiser(), run.config["model"]["net"], lin.shape, float(memory_gb or run.config.get("memory_gb", 4)))
     shape = (1, 1, *lin.shape)
     sigmas = sampling_sigmas(s, device)
@@ -160,8 +172,7 @@ def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, 
                 res += SAMPLERS[s["sampler"]](D, x, sigmas, generator=g, cond=cond, **sampler_options(s))
             res /= samples
     res = res[0, 0].float().cpu().numpy()
-    flag = np.broadcast_to(kept.reshape([-1 if a == axis else 1 for a in range(3)]), lin.shape)
-    return np.where(mask & ~flag, lin + res, lin).astype(np.float32)
+    return lin, np.where(mask & ~_along(kept, axis, lin.shape), res, 0.0).astype(np.float32)
 
 
 def thin_affine(affine: np.ndarray, factor: int, axis: int) -> np.ndarray:
@@ -202,21 +213,18 @@ class SuperRes(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        d = run.config["data"]
-        thick = prepare(config["data"]["path"], config["data"].get("mask"), ct_window=d.get("ct_window"),
-                        percentiles=d.get("percentiles", (0.5, 99.5)))
+        thick = prepare_like(run.config["data"], config["data"]["path"], config["data"].get("mask"))
         axis = int(run.config["superres"]["axis"])
         k = config.get("factor") or int(round(thick.volume.spacing[axis] / run.metadata["spacing"][axis]))
         if k < 2:
             raise ValueError(f"the scan's slice spacing {thick.volume.spacing[axis]:.2f} mm is not thicker than the "
                              f"training scans' {run.metadata['spacing'][axis]:.2f} mm; pass --factor")
         sr = config.get("superres", {})
-        thin = superresolve(run, thick, int(k), mode=sr.get("mode"), samples=sr.get("samples"),
-                            seed=int(config.get("seed", 0)), sampling=config.get("sampling"),
-                            memory_gb=config.get("memory_gb"))
+        _, residual = superres_residual(run, thick, int(k), mode=sr.get("mode"), samples=sr.get("samples"),
+                                        seed=int(config.get("seed", 0)), sampling=config.get("sampling"),
+                                        memory_gb=config.get("memory_gb"))
         # Back to the scan's units: its own slices and background exactly, plus the model's residual scaled by the
         # normalisation (no percentile clipping of the output).
-        residual = thin - linear_upsample(thick.x, int(k), axis)
         out = linear_upsample(thick.volume.data, int(k), axis) + residual * (thick.norm.hi - thick.norm.lo)
         write_volume(config["out"], out, thick.volume, affine=thin_affine(thick.volume.affine, int(k), axis))
         return pathlib.Path(config["out"])
