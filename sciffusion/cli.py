@@ -139,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a task's outputs against the truth and the baselines")
     evaluate_sub = evaluate.add_subparsers(dest="task", required=True)
     for task in TASKS.values():
-        _add_config_flags(train_sub.add_parser(task.name, help=task.summary), COMMON_TRAIN_FLAGS + task.train_flags,
-                          task, "train")
+        if task.uses_runs_of is None:
+            _add_config_flags(train_sub.add_parser(task.name, help=task.summary),
+                              COMMON_TRAIN_FLAGS + task.train_flags, task, "train")
         if task.can_evaluate():
             _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
                               COMMON_EVALUATE_FLAGS + task.evaluate_flags, task, "evaluate")

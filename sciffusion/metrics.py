@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import Tensor
 
 
@@ -36,3 +37,44 @@ def crps_ensemble_np(x: np.ndarray, y: np.ndarray, fair: bool = True) -> np.ndar
     pair_sum = 2.0 * ((2 * i - M - 1) * xs).sum(-1)  # sum over all ordered pairs of |x_i - x_j|
     spread = pair_sum / (2.0 * M * (M - 1)) if fair else pair_sum / (2.0 * M * M)
     return skill - spread
+
+
+def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``mask`` entries (all if None) of a score map and of the truth (labels, a lesion mask, or an image)."""
+    score, truth = np.asarray(score, np.float64), np.asarray(truth, dtype)
+    if score.shape != truth.shape:
+        raise ValueError(f"score shape {score.shape} does not match the truth {truth.shape}")
+    if mask is not None:
+        return score[mask], truth[mask]
+    return score.ravel(), truth.ravel()
+
+
+def auroc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied scores counted half), over the ``mask`` entries."""
+    s, t = _flat(score, truth, mask)
+    n1, n0 = int(t.sum()), int((~t).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUROC needs both positive and negative entries")
+    r = rankdata(s)
+    return float((r[t].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _curve(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives at each distinct threshold (descending), and the thresholds."""
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each run of equal scores
+    tp = np.cumsum(t)[last]
+    fp = (last + 1) - tp
+    return tp.astype(np.float64), fp.astype(np.float64), s[last]
+
+
+def auprc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds (sklearn's definition)."""
+    s, t = _flat(score, truth, mask)
+    if not t.any():
+        raise ValueError("AUPRC needs positive entries")
+    tp, fp, _ = _curve(s, t)
+    precision, recall = tp / (tp + fp), tp / t.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -89,6 +89,7 @@ class Task:
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
     required_evaluate: ClassVar[tuple[str, ...]] = ()
     shares_verb: ClassVar[bool] = False  # True: other tasks may use the same verb; the run's task picks the one
+    uses_runs_of: ClassVar[str | None] = None  # no training of its own: the verb reads runs of this task
 
     def default_config(self) -> dict[str, Any]:
         return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)
@@ -151,8 +152,10 @@ def sampler_options(sampling: dict[str, Any]) -> dict[str, Any]:
 def _sigma_data(dataset: Any) -> float:
     if isinstance(dataset, ArrayDataset):
         return measure_sigma_data(dataset.x, None if dataset.mask is None else dataset.mask)
-    batch = torch.stack([dataset[i]["x"] for i in range(min(len(dataset), 256))])
-    return measure_sigma_data(batch)
+    items = [dataset[i] for i in range(min(len(dataset), 256))]
+    # Where samples carry a loss mask, measure where the loss is (zeros outside it would shrink sigma_data).
+    mask = torch.stack([it["mask"] for it in items]) if all("mask" in it for it in items) else None
+    return measure_sigma_data(torch.stack([it["x"] for it in items]), mask)
 
 
 def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: dict[str, Any],

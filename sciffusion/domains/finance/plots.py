@@ -99,3 +99,37 @@ def risk_plots(scen: xr.Dataset, y: np.ndarray, sets: dict[str, np.ndarray], rea
     written.append(_save(fig, out / "acf_leverage.png"))
     plt.close(fig)
     return written
+
+
+def imputation_plot(ds: xr.Dataset, truth: np.ndarray | None, out: str | os.PathLike, gaps: int = 4) -> str:
+    """The widest ``gaps`` stretches of an imputation (``sciffusion impute``'s Dataset): 5-95% and median of the
+    imputed prices (or cumulative returns) with the observed days and, if given, the truth ``(time, asset)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = ds["price"].values if "price" in ds else np.nancumsum(ds["log_return"].values, axis=1)
+    miss = ds["input_missing"].values.astype(bool)
+    found = []  # (length, asset, lo, hi)
+    for a in range(miss.shape[1]):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], miss[:, a].astype(np.int8), [0]])))
+        found += [(e - s, a, s, e - 1) for s, e in zip(edges[::2], edges[1::2])]
+    found = sorted(found, reverse=True)[:gaps]
+    fig, axes = plt.subplots(1, max(len(found), 1), figsize=(3.6 * max(len(found), 1), 3.2), squeeze=False)
+    for ax, (_, a, lo, hi) in zip(axes[0], found):
+        t = np.arange(max(lo - 5, 0), min(hi + 6, miss.shape[0]))
+        v = values[:, t, a]
+        ax.fill_between(t, np.percentile(v, 5, 0), np.percentile(v, 95, 0), color="C0", alpha=0.25, label="5-95%")
+        ax.plot(t, np.median(v, 0), color="C0", label="median")
+        if truth is not None:
+            ax.plot(t, truth[t, a], color="k", lw=1, label="truth")
+        obs = t[~miss[t, a]]
+        ax.plot(obs, values[0, obs, a], "o", color="k", ms=3, label="observed")
+        ax.set(title=f"{ds['asset'].values[a]} {str(ds['time'].values[lo])[:10]}", xlabel="day")
+        ax.legend(fontsize=6)
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    written = _save(fig, path / "imputation.png")
+    plt.close(fig)
+    return written

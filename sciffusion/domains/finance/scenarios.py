@@ -93,6 +93,13 @@ def read_returns(data: str | os.PathLike | pd.DataFrame, kind: str = "prices",
     raise ValueError(f"kind must be 'prices' or 'returns'; got {kind!r}")
 
 
+TABLE_FLAGS = (  # what every task training on a daily table takes
+    Flag("--kind", "data.kind", "the table holds 'prices' (default) or 'returns' (log, fractions)"),
+    Flag("--assets", "data.assets", "columns to model (default: every numeric column)", nargs="+"),
+    Flag("--train-period", "data.train_period", "training period, e.g. :2014-12-31 (its last val-days validate)"),
+)
+
+
 @register
 class Scenarios(Task):
     name = "scenarios"
@@ -109,10 +116,7 @@ class Scenarios(Task):
         "scenarios": {"origins": None, "every": 1, "paths": 200},
         "evaluate": {"long_days": 1000, "long_paths": 16},
     }
-    train_flags = (
-        Flag("--kind", "data.kind", "the table holds 'prices' (default) or 'returns' (log, fractions)"),
-        Flag("--assets", "data.assets", "columns to model (default: every numeric column)", nargs="+"),
-        Flag("--train-period", "data.train_period", "training period, e.g. :2014-12-31 (its last val-days validate)"),
+    train_flags = TABLE_FLAGS + (
         Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
         Flag("--horizon", "data.horizon", "days per scenario path", int),
     )

@@ -5,48 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import rankdata
 
-
-def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``mask`` voxels (all if None) of a score map and of the truth (a lesion mask, or an image)."""
-    score, truth = np.asarray(score, np.float64), np.asarray(truth, dtype)
-    if score.shape != truth.shape:
-        raise ValueError(f"score shape {score.shape} does not match the truth {truth.shape}")
-    if mask is not None:
-        return score[mask], truth[mask]
-    return score.ravel(), truth.ravel()
-
-
-def auroc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied scores counted half), over ``mask`` voxels."""
-    s, t = _flat(score, truth, mask)
-    n1, n0 = int(t.sum()), int((~t).sum())
-    if n1 == 0 or n0 == 0:
-        raise ValueError("AUROC needs both lesion and healthy voxels")
-    r = rankdata(s)
-    return float((r[t].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _curve(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True and false positives at each distinct threshold (descending), and the thresholds."""
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each run of equal scores
-    tp = np.cumsum(t)[last]
-    fp = (last + 1) - tp
-    return tp.astype(np.float64), fp.astype(np.float64), s[last]
-
-
-def auprc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds (sklearn's definition)."""
-    s, t = _flat(score, truth, mask)
-    if not t.any():
-        raise ValueError("AUPRC needs lesion voxels")
-    tp, fp, _ = _curve(s, t)
-    precision, recall = tp / (tp + fp), tp / t.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+from ...metrics import _curve, _flat, auprc, auroc  # noqa: F401  (shared with finance; re-exported)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
