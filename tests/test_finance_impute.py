@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,13 +123,11 @@ def test_training_windows_are_deterministic_and_masked():
 
 
 def test_scores_of_a_perfect_and_a_point_imputation(prices):
-    from sciffusion.domains.finance.impute import Table, to_dataset  # noqa: F401  (layout shared with impute)
     p = prices.iloc[:300]
     masked = hide_stretches(p, "1999-06-01/1999-12-31", n=5, max_len=4, seed=0)
     miss = masked.isna().to_numpy()
     S = 4
     r = np.log(p).diff().to_numpy()
-    import xarray as xr
     ds = xr.Dataset({"log_return": (("sample", "time", "asset"), np.repeat(r[None], S, 0)),
                      "price": (("sample", "time", "asset"), np.repeat(p.to_numpy()[None], S, 0)),
                      "input_missing": (("time", "asset"), miss.astype(np.int8))},
