@@ -71,7 +71,7 @@ class Generate(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        s = {**run.config.get("sampling", {}), **config.get("sampling", {})}  # this command's settings win
+        s = run.sampling_settings(config.get("sampling"))  # this command's settings win
         device = resolve_device(s["device"])
         run.to(device)
         n = int(config["num"])

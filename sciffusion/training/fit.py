@@ -139,6 +139,11 @@ class TrainedRun:
         self.module.to(device)
         return self
 
+    def sampling_settings(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run's ``sampling`` config with ``overrides`` on top (an override of None keeps the run's value)."""
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        return {**self.config.get("sampling", {}), **given}
+
 
 def load_trained(run_dir: str | os.PathLike | TrainedRun, task: str | None = None) -> TrainedRun:
     """Load an exported run (verified by :func:`~sciffusion.training.load_run`); ``task`` checks the run's task.

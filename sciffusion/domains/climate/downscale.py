@@ -284,7 +284,7 @@ def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | x
         raise ValueError(f"members must be >= 1; got {members}")
     ds, coarse, fine, g = coarse_input(run, data, period)
     prep = DownscalePrep.from_run(run)
-    s = {**run.config["sampling"], **(sampling or {})}
+    s = run.sampling_settings(sampling)
     device = resolve_device(s.get("device"))
     run.to(device)
     T, C = coarse.shape[:2]

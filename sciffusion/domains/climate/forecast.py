@@ -317,7 +317,7 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
     st = initial_states(run, data, init_period)
     prep, g = st.prep, st.grid
-    s = {**run.config["sampling"], **(sampling or {})}
+    s = run.sampling_settings(sampling)
     device = resolve_device(s.get("device"))
     run.to(device)
     I, C = st.a_hist.shape[0], len(st.variables)

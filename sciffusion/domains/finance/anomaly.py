@@ -15,16 +15,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from ...metrics import auprc, auroc, crps_ensemble_np
-from ...tasks.base import Flag, Task, register, resolve_device, sampler_options, sampling_sigmas
+from ...tasks.base import Flag, Task, register
 from ...training.checkpoint import atomic_write
 from ...training.fit import TrainedRun, load_trained
-from ...training.sampling import sample_batched
 from .garch import day_number
-from .impute import Table, _run_parts, conditionals, model_inputs
+from .impute import Table, _run_parts, conditionals, draw_residuals, model_inputs
+from .scenarios import path_seeds
 from .series import period_slice
 
 SCORES = ("sciffusion", "ccc", "zscore")
@@ -42,7 +41,6 @@ def day_scores(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd
     """Scores of every observed (day, asset) return in ``period``: a frame indexed by (date, asset) with columns
     ``sciffusion``, ``ccc``, ``zscore`` (higher = more anomalous) and ``shock`` (the standardised shock)."""
     run = load_trained(run, task="impute")
-    sampling = {**run.config["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
     garch, chol, W = _run_parts(run)
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     T, A = table.z.shape
@@ -77,23 +75,13 @@ def day_scores(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd
             jobs.append((t0, hide))
             gauss.append(given_obs)
             conds.append(model_inputs(g[t0:t0 + W], observed, ~observed, none, given_obs, given_all))
-    device = resolve_device(sampling.get("device"))
-    run.to(device)
-    seeds = [int((int(np.random.SeedSequence([int(seed), int(d), k]).generate_state(1)[0]) + p) % 2**63)
-             for k, (t0, _) in enumerate(jobs) for d in day_number(table.index[[t0]]) for p in range(samples)]
-    x = sample_batched(run.denoiser(), (A, W), sampling_sigmas(sampling, device), seeds, sampler=sampling["sampler"],
-                       cond=torch.from_numpy(np.stack(conds)).repeat_interleave(samples, 0),
-                       batch_size=int(sampling.get("batch_size", 4096)), device=device,
-                       **sampler_options(sampling))
-    x = np.clip(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), -8, 8)
-    x = x.reshape(len(jobs), samples, A, W).transpose(0, 1, 3, 2)
+    keys = [(int(day_number(table.index[t0])[0]), k) for k, (t0, _) in enumerate(jobs)]
+    x = draw_residuals(run, conds, path_seeds(seed, keys, samples), sampling)
     out = {k: np.full((T, A), np.nan) for k in SCORES}
     for (t0, hide), xj, gj in zip(jobs, x, gauss):
         y = table.z[t0:t0 + W][hide]
-        draws = (gj.mean + gj.std * xj)[:, hide].T  # (entries, samples)
-        full = np.zeros((W, A), dtype=bool)
-        full[hide] = True
-        idx = np.argwhere(full) + [t0, 0]
+        draws = (gj.mean + gj.std * xj)[:, hide].T  # (entries, samples), in the row-major order of argwhere
+        idx = np.argwhere(hide) + [t0, 0]
         out["sciffusion"][idx[:, 0], idx[:, 1]] = crps_ensemble_np(draws, y)
         out["ccc"][idx[:, 0], idx[:, 1]] = crps_gaussian(y, gj.mean[hide], gj.std[hide])
     out["zscore"] = np.abs(table.z)

@@ -36,7 +36,7 @@ from ...training.normalizer import Normalizer
 from ...training.sampling import sample_batched
 from .gaps import Gaps, GaussianConditional, find_gaps, project_totals, stretches
 from .garch import GarchT, correlation_factor, day_number
-from .scenarios import TABLE_FLAGS, read_returns
+from .scenarios import TABLE_FLAGS, path_seeds, read_returns
 from .series import period_slice, read_table
 
 PCT = 100.0
@@ -268,12 +268,12 @@ class Impute(Task):
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         ds = open_output(config["evaluate"]["imputed"], "impute")
-        table = imputation_report(ds, config["data"]["path"], config["run"], seed=int(config["seed"]))
+        full = read_table(config["data"]["path"], list(ds["asset"].values))  # read once: scores and plot
+        table = imputation_report(ds, full, config["run"], seed=int(config["seed"]))
         if config.get("evaluate", {}).get("plots"):
             from .plots import imputation_plot
 
-            truth = read_table(config["data"]["path"], list(ds["asset"].values))
-            truth = truth.reindex(pd.DatetimeIndex(ds["time"].values)).to_numpy()
+            truth = full.reindex(pd.DatetimeIndex(ds["time"].values)).to_numpy()
             if ds.attrs.get("kind") != "prices":
                 truth = np.nancumsum(truth, axis=0)
             table["plots"] = [imputation_plot(ds, truth, config["evaluate"]["plots"])]
@@ -309,12 +309,29 @@ def _window(table: Table, t0: int, W: int, corr: np.ndarray
     return (miss, gap_of, *conditionals(table.z[rows], ~miss, table.sigma[rows], gap_of, table.c, corr))
 
 
+def draw_residuals(run: TrainedRun, conds: Sequence[np.ndarray], seeds: Sequence[int],
+                   sampling: dict[str, Any] | None = None, progress: bool = False) -> np.ndarray:
+    """The model's standardised residuals ``(jobs, samples, W, A)`` for window conditions ``conds`` (each
+    ``(channels, W)``), ``len(seeds) / len(conds)`` samples each, seeds in (job, sample) order; all jobs in large
+    batches. Clipped at +-8: a rare far-out draw of the sampler would otherwise become an absurd return."""
+    sampling = run.sampling_settings(sampling)
+    A, W = len(run.metadata["assets"]), conds[0].shape[-1]
+    device = resolve_device(sampling.get("device"))
+    run.to(device)
+    samples = len(seeds) // len(conds)
+    cond = torch.from_numpy(np.stack(conds)).repeat_interleave(samples, 0)
+    x = sample_batched(run.denoiser(), (A, W), sampling_sigmas(sampling, device), seeds, sampler=sampling["sampler"],
+                       cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device,
+                       progress=progress, desc="impute", **sampler_options(sampling))
+    x = np.clip(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), -8, 8)
+    return x.reshape(len(conds), samples, A, W).transpose(0, 1, 3, 2)
+
+
 def impute(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.DataFrame, *, samples: int = 100,
            seed: int = 0, sampling: dict[str, Any] | None = None, progress: bool = False) -> xr.Dataset:
     """``samples`` imputations of every missing stretch of ``data`` (prices or returns, as the run was trained):
     a Dataset with ``log_return`` (and ``price``) ``(sample, time, asset)``, observed entries as given."""
     run = load_trained(run, task="impute")
-    sampling = {**run.config["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
     garch, chol, W = _run_parts(run)
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     jobs = plan_windows(table, W)
@@ -327,17 +344,8 @@ def impute(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.Dat
         miss, gap_of, given_obs, given_all = _window(table, t0, W, chol @ chol.T)
         windows.append((gap_of, given_obs))
         conds.append(model_inputs(g[t0:t0 + W], ~miss, miss, gap_of, given_obs, given_all))
-    device = resolve_device(sampling.get("device"))
-    run.to(device)
-    seeds = [int((int(np.random.SeedSequence([int(seed), int(d)]).generate_state(1)[0]) + p) % 2**63)
-             for d in day_number(table.index[[j[0] for j in jobs]]) for p in range(samples)]
-    cond = torch.from_numpy(np.stack(conds)).repeat_interleave(samples, 0)
-    x = sample_batched(run.denoiser(), (A, W), sampling_sigmas(sampling, device), seeds, sampler=sampling["sampler"],
-                       cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device,
-                       progress=progress, desc="impute", **sampler_options(sampling))
-    # Clipped: a rare far-out draw of the sampler would otherwise become an absurd return.
-    x = np.clip(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), -8, 8)
-    x = x.reshape(len(jobs), samples, A, W).transpose(0, 1, 3, 2)
+    x = draw_residuals(run, conds, path_seeds(seed, day_number(table.index[[j[0] for j in jobs]]), samples),
+                       sampling, progress=progress)
     z = np.stack([project_totals(gauss.mean + gauss.std * xj, table.sigma[t0:t0 + W], gap_of, table.c,
                                  var=gauss.std**2) for xj, (_, _, t0), (gap_of, gauss) in zip(x, jobs, windows)])
     return to_dataset(table, jobs, z, garch, "sciffusion", seed)

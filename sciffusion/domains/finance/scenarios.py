@@ -182,12 +182,13 @@ class Scenarios(Task):
 
 # --- sampling --------------------------------------------------------------------------------------------------
 
-def _seeds(seed: int, days: np.ndarray, paths: int) -> list[int]:
-    """One seed per (origin, path), from (seed, origin day number, path): a path does not depend on which other
-    origins or how many paths are drawn, and neighbouring origins do not share their noise."""
+def path_seeds(seed: int, keys: Sequence[int | Sequence[int]], paths: int) -> list[int]:
+    """One seed per (key, path), from (seed, key, path): a path does not depend on which other keys or how many
+    paths are drawn, and neighbouring keys do not share their noise. A key is an origin's day number, or a tuple
+    of ints (a day and a sub-job)."""
     out = []
-    for d in days:
-        base = np.random.SeedSequence([int(seed), int(d)]).generate_state(1)[0]
+    for key in keys:
+        base = np.random.SeedSequence([int(seed), *np.atleast_1d(key).astype(int).tolist()]).generate_state(1)[0]
         out.extend(int((int(base) + p) % 2**63) for p in range(paths))
     return out
 
@@ -222,8 +223,7 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     All origins x paths go through the sampler in large batches.
     """
     run = load_trained(run, task="scenarios")
-    cfg = run.config
-    sampling = {**cfg["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
+    sampling = run.sampling_settings(sampling)
     model = ShockModel.from_run(run)
     assets, kind = run.metadata["assets"], run.metadata.get("kind", "prices")
     r, prices = read_returns(data, kind, assets)
@@ -234,7 +234,7 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     run.to(device)
     A, H = len(assets), model.horizon
     x = sample_batched(run.denoiser(), (A, H), sampling_sigmas(sampling, device),
-                       _seeds(seed, day_number(r.index[rows]), paths), sampler=sampling["sampler"],
+                       path_seeds(seed, day_number(r.index[rows]), paths), sampler=sampling["sampler"],
                        cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device, progress=progress,
                        desc="scenarios", **sampler_options(sampling))
     g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
@@ -286,7 +286,7 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     (volatility clustering over 50 lags): within a 20-day path those estimates are dominated by small-sample bias.
     ``kind`` overrides the run's (``returns`` to pass log returns to a run trained on prices)."""
     run = load_trained(run, task="scenarios")
-    sampling = {**run.config["sampling"], **{k: v for k, v in (sampling or {}).items() if v is not None}}
+    sampling = run.sampling_settings(sampling)
     model = ShockModel.from_run(run)
     r, _ = read_returns(data, kind or run.metadata.get("kind", "prices"), run.metadata["assets"])
     g0, s2_0, lv0 = model.shocks(r.to_numpy())

@@ -44,7 +44,7 @@ def generate_volumes(run: TrainedRun | str | os.PathLike, num: int, shape: tuple
     shape = tuple(int(n) for n in (shape or (p, p, p)))
     if len(shape) != 3 or min(shape) < 2:
         raise ValueError(f"--shape needs three sizes >= 2; got {shape}")
-    s = {**run.config["sampling"], **(sampling or {})}
+    s = run.sampling_settings(sampling)
     device = resolve_device(device or s.get("device"))
     run.to(device)
     D = tiled(run.denoiser(), run.config["model"]["net"], shape, float(memory_gb or run.config.get("memory_gb", 4)))

@@ -148,7 +148,7 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
         raise ValueError(f"factor must be >= 2; got {factor}")
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be mean or sample; got {mode!r}")
-    s = {**run.config["sampling"], **(sampling or {})}
+    s = run.sampling_settings(sampling)
     device = resolve_device(device or s.get("device"))
     run.to(device)
     kept = kept_slices(thick.x.shape[axis], factor)
