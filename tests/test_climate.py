@@ -163,16 +163,103 @@ def test_deterministic_forecast_crps_is_mae():
 
 # --- fitted statistics --------------------------------------------------------------------------------------
 def test_climatology_recovers_a_seasonal_cycle_and_a_trend():
+    from sciffusion.domains.climate.stats import cycle_keys, years
+
     t = pd.date_range("1990-01-01", periods=120, freq="MS")
-    yrs = np.asarray(t.year + (t.month - 1) / 12)
+    yrs = years(t.values)
     cycle = np.sin(2 * np.pi * (np.asarray(t.month) - 1) / 12)
     x = (cycle + 0.05 * (yrs - 1990) ** 2)[:, None, None, None] * np.ones((1, 1, 2, 3))
     clim = Climatology.fit(x, t.values, "month", trend_degree=2)
-    from sciffusion.domains.climate.stats import cycle_keys, years
     back = clim.at(cycle_keys(t.values, "month"), years(t.values))
     np.testing.assert_allclose(back, x, atol=1e-8)
     later = clim.at(np.array([0]), np.array([2010.0]))  # extrapolated trend + January
     assert later[0, 0, 0, 0] == pytest.approx(0.05 * 20**2 + 0.0, abs=1e-6)
+
+
+def test_years_follow_each_calendar():
+    import cftime
+
+    from sciffusion.domains.climate.stats import years
+
+    got = years([cftime.datetime(2000, 7, 1, calendar="360_day"), cftime.datetime(2001, 3, 1, calendar="noleap"),
+                 cftime.datetime(2004, 12, 31, calendar="all_leap")])
+    np.testing.assert_allclose(got, [2000 + 180 / 360, 2001 + 59 / 365, 2004 + 365 / 366])
+    t = pd.DatetimeIndex(["2000-03-01", "2001-03-01", "2001-01-01T06:00"]).values  # 2000 is a leap year
+    np.testing.assert_allclose(years(t), [2000 + 60 / 366, 2001 + 59 / 365, 2001 + 0.25 / 365])
+
+
+def daily(start="2000-01-01", years_=4, calendar="noleap", freq="D"):
+    t = xr.date_range(start, periods=int(years_ * 365 * (4 if freq == "6h" else 1)), freq=freq, calendar=calendar,
+                      use_cftime=True)
+    return t.values
+
+
+@pytest.mark.parametrize("calendar,freq", [("noleap", "D"), ("360_day", "D"), ("standard", "6h")])
+def test_day_of_year_climatology_recovers_a_smooth_cycle_and_trend(calendar, freq):
+    from sciffusion.domains.climate.stats import cycle_keys, years
+
+    t = daily(calendar=calendar, freq=freq)
+    assert choose_cycle(t) == "doy"
+    yr = years(t)
+    f = 2 * np.pi * np.mod(yr, 1)
+    cells = np.arange(6.0).reshape(1, 1, 2, 3)
+    x = (5 + cells) * np.cos(f)[:, None, None, None] + np.sin(2 * f)[:, None, None, None] + 0.1 * (yr - 2000)[
+        :, None, None, None]
+    x[:, :, 0, 0] = np.nan  # land
+    clim = Climatology.fit(x, t, "auto", trend_degree=1)
+    assert clim.kind == "doy" and clim.harmonics.shape == (6, 1, 2, 3)
+    np.testing.assert_allclose(clim.at(cycle_keys(t, "doy"), years(t)), x, atol=1e-8)
+    np.testing.assert_allclose(clim.harmonics[0, 0].ravel()[1:], 5 + cells.ravel()[1:], atol=1e-8)  # cos(f)
+    assert np.isnan(clim.mean[0, 0, 0, 0]) and (clim.harmonics[:, 0, 0, 0] == 0).all()
+    back = Climatology.from_state("doy", clim.state())
+    np.testing.assert_allclose(back.at(np.zeros(3, int), yr[:3] + 10), clim.at(np.zeros(3, int), yr[:3] + 10))
+    with pytest.raises(ValueError, match="needs the times"):
+        clim.at(np.zeros(2, int))
+
+
+def test_cycle_choice_and_same_time_of_year():
+    from sciffusion.domains.climate.stats import same_time_of_year, years
+
+    assert choose_cycle(daily(years_=1.5)) == "none"        # under two years: no cycle to fit
+    assert choose_cycle(pd.date_range("2000-01", periods=36, freq="MS").values) == "month"
+    t = pd.date_range("2000-03-20", "2004-12-31", freq="D").values  # a partial first year; 2000 and 2004 leap
+    when = years(t)
+    idx = same_time_of_year(when, np.array([2005 + 70 / 365, 2005 + 364.2 / 365]), 1 / 365)
+    doy = pd.DatetimeIndex(t).day_of_year.values
+    # 11 March is missing from 2000 (the data start on 20 March), so both targets keep the last four years
+    assert idx.shape == (2, 4) and (pd.DatetimeIndex(t[idx[0]]).year == np.arange(2001, 2005)).all()
+    assert (np.abs(doy[idx[0]] - 71) <= 1).all()
+    assert (pd.DatetimeIndex(t[idx[1]]).strftime("%m-%d") == "12-31").all()
+
+
+def test_daily_forecast_and_climatology_baseline(tmp_path):
+    from sciffusion.domains.climate.stats import years
+
+    rng = np.random.default_rng(0)
+    t = daily(years_=4)
+    f = 2 * np.pi * np.mod(years(t), 1)
+    noise = np.zeros((len(t), 4, 8))
+    for i in range(1, len(t)):
+        noise[i] = 0.8 * noise[i - 1] + 0.6 * rng.normal(size=(4, 8))
+    data = 10 * np.cos(f)[:, None, None] + noise
+    ds = xr.Dataset({"tas": (("time", "lat", "lon"), data, {"units": "K"})},
+                    coords={"time": t, "lat": np.linspace(-30, 30, 4), "lon": np.arange(0, 360, 45.0)})
+    path = tmp_path / "daily.nc"
+    ds.to_netcdf(path)
+    run, fc = tmp_path / "run", tmp_path / "fc.nc"
+    assert main(["train", "forecast", "--data", str(path), "--train-period", "2000-01-01/2002-12-31", "--out",
+                 str(run), "--max-steps", "3", *TINY]) == 0
+    assert json.loads((run / "metadata.json").read_text())["climatology"] == "doy"
+    assert main(["forecast", "--run", str(run), "--data", str(path), "--init-period", "2003-06-01/2003-06-10",
+                 "--leads", "2", "--members", "3", "--out", str(fc)]) == 0
+    out = xr.open_dataset(fc)
+    truth = truth_for(out, path)["tas"]
+    # the forecast sits on the summer trough of the cycle (-10 in June), not on the annual mean
+    assert float(abs(out["tas"].mean("member") - truth).mean()) < 3
+    base = baseline_forecasts(run, path, init_period="2003-06-01/2003-06-10", leads=2, which=("climatology",))
+    clim = base["climatology"]["tas"]
+    assert clim.sizes["member"] == 3  # one member per training year, each at the valid day of year
+    assert float(abs(clim.mean("member") - truth).mean()) < 2.5 < float(abs(truth).mean())
 
 
 def test_ar1_recovers_phi():

@@ -5,7 +5,7 @@ forecast, and every forecast is scored by the same :func:`~.scores.ensemble_scor
 
 * ``persistence``: the initial anomaly kept (plus the climatology of the valid time); deterministic.
 * ``climatology``: probabilistic climatology, one member per training year (the training anomalies of the valid
-  time's calendar group), as WeatherBench 2's climatological ensemble.
+  time's calendar group, or for daily data of its time of year), as WeatherBench 2's climatological ensemble.
 * ``damped_persistence``: per-cell AR(1), mean ``phi^l a0`` and Gaussian noise of variance ``var (1 - phi^(2l))``.
 * ``lim``: linear inverse model in the leading EOFs with its noise covariance (:class:`~.stats.LIM`).
 """
@@ -22,12 +22,12 @@ from ...training.fit import TrainedRun, load_trained
 from .fields import canonical, open_fields
 from .forecast import Inits, _fields, initial_states, to_dataset
 from .scores import ensemble_scores, rank_histogram
-from .stats import LIM
+from .stats import LIM, same_time_of_year
 
 BASELINES = ("persistence", "climatology", "damped_persistence", "lim")
 
 
-def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray]:
+def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     start, end = run.metadata["train_period"]
     ds = st.ds
     t = ds[st.grid.time].values
@@ -35,8 +35,8 @@ def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndar
     if len(idx) < 3:
         raise ValueError(f"the data do not hold the run's training period {start} .. {end} needed by the baselines")
     x = _fields(ds.isel({st.grid.time: idx}), st.variables)
-    keys = st.keys[idx]
-    return x - st.prep.clim.at(keys, st.when[idx]), keys
+    keys, when = st.keys[idx], st.when[idx]
+    return x - st.prep.clim.at(keys, when), keys, when
 
 
 def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_period: str | None = None,
@@ -48,7 +48,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
     unknown = set(which) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
-    a_train, keys_train = _training_anomalies(run, st)
+    a_train, keys_train, when_train = _training_anomalies(run, st)
     a0 = st.a_hist[:, -1]                                   # (I, C, H, W)
     I, C, H, W = a0.shape
     valid = np.isfinite(a0)
@@ -58,6 +58,9 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
     for name in which:
         if name == "persistence":
             an = np.stack([a0[:, None]] * leads, axis=1)                          # (I, L, 1, C, H, W)
+        elif name == "climatology" and st.prep.clim.kind == "doy":  # the same time of year in each training year
+            an = np.stack([a_train[same_time_of_year(when_train, st.when[st.index] + lead * st.step_years,
+                                                     st.step_years)] for lead in range(1, leads + 1)], axis=1)
         elif name == "climatology":
             G = st.prep.clim.groups
             per_group = [a_train[keys_train % G == g] for g in range(G)]

@@ -146,9 +146,8 @@ class Forecast(Task):
     summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
-                 "static": None,
-                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0,
-                 "stats_chunk": 64, "holdout_stats": False},
+                 "harmonics": 3, "static": None, "static_path": None, "val_fraction": 0.15, "batch_size": 16,
+                 "load_max_gb": 2.0, "stats_chunk": 64, "holdout_stats": False},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
@@ -161,7 +160,8 @@ class Forecast(Task):
              nargs="+"),
         Flag("--train-period", "data.train_period", "training period, e.g. 1991-01/2015-12 (its tail validates)"),
         Flag("--history", "data.history", "number of past states to condition on", int),
-        Flag("--climatology", "data.climatology", "anomalies from: auto, month, none"),
+        Flag("--climatology", "data.climatology",
+             "anomalies from: auto (month for monthly data, doy for daily/sub-daily), month, doy, none"),
         Flag("--trend", "data.trend", "per-cell polynomial trend degree removed with the climatology (0-3)", int),
         Flag("--static", "data.static", "static (lat, lon) fields to condition on, e.g. land-sea mask", nargs="+"),
     )
@@ -206,7 +206,8 @@ class Forecast(Task):
         def read(lo: int, hi: int) -> np.ndarray:
             return _fields(train.isel({grid.time: slice(lo, hi)}), variables)
 
-        clim = Climatology.fit_stream(read, times[:T], d["climatology"], int(d.get("trend") or 0), chunk)
+        clim = Climatology.fit_stream(read, times[:T], d["climatology"], int(d.get("trend") or 0), chunk,
+                                      n_harmonics=int(d.get("harmonics", 3)))
         keys, when = cycle_keys(times, clim.kind), years(times)
         ar1, anom_std, resid_std, masked = fit_anomaly_stats(
             lambda lo, hi: read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi]), T, chunk)

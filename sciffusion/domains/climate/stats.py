@@ -7,19 +7,24 @@ Arrays are numpy ``(time, channel, lat, lon)``, float64; NaN = missing (e.g. lan
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 
+CYCLES = ("month", "doy", "none")
+
+
 def cycle_keys(times, kind: str) -> np.ndarray:
-    """Group index of each time: calendar month (0-11) for ``"month"``, all 0 for ``"none"``."""
-    if kind == "none":
+    """Group index of each time: calendar month (0-11) for ``"month"``; all 0 for ``"doy"`` (its cycle is a smooth
+    function of the time of year, read from the fractional years) and for ``"none"``."""
+    if kind in ("none", "doy"):
         return np.zeros(len(times), dtype=np.int64)
     if kind == "month":
         return np.asarray([t.month - 1 for t in _as_dates(times)], dtype=np.int64)
-    raise ValueError(f"climatology must be 'month' or 'none'; got {kind!r}")
+    raise ValueError(f"climatology must be one of {', '.join(CYCLES)}; got {kind!r}")
 
 
 def _as_dates(times):
@@ -28,14 +33,19 @@ def _as_dates(times):
     vals = np.asarray(times)
     if np.issubdtype(vals.dtype, np.datetime64):
         return list(pd.DatetimeIndex(vals))
-    return list(vals)  # cftime objects have .month and .year
+    return list(vals)  # cftime objects have .month, .year, .dayofyr and .calendar
 
 
 def choose_cycle(times) -> str:
-    """``"month"`` for monthly data covering at least two years, else ``"none"`` (e.g. annual means). Daily or
-    sub-daily data get ``"none"`` too: a day-of-year climatology is not implemented yet."""
+    """``"month"`` for monthly data covering at least two years, ``"doy"`` (a smooth day-of-year cycle) for daily or
+    sub-daily data covering at least two years, else ``"none"`` (e.g. annual means, or too short a record)."""
     dates = _as_dates(times)
-    return "month" if len(dates) >= 24 and _month_steps(dates) == {1} else "none"
+    if len(dates) >= 24 and _month_steps(dates) == {1}:
+        return "month"
+    ty = years(times) if len(dates) > 1 else np.zeros(1)
+    if len(dates) > 1 and np.ptp(ty) >= 2 and np.median(np.diff(ty)) < 20 / 365:
+        return "doy"
+    return "none"
 
 
 def _month_steps(dates) -> set[int]:
@@ -48,47 +58,106 @@ def check_monthly(times) -> None:
                          "months (use climatology: none)")
 
 
+@functools.lru_cache(maxsize=4096)
+def _year_days(calendar: str, year: int) -> int:
+    import cftime
+
+    return (cftime.datetime(year + 1, 1, 1, calendar=calendar) - cftime.datetime(year, 1, 1, calendar=calendar)).days
+
+
 def years(times) -> np.ndarray:
-    """Times as fractional years (any calendar: ``year + (month - 1) / 12 + (day - 1) / 365``)."""
-    return np.asarray([d.year + (d.month - 1) / 12 + (d.day - 1) / 365 for d in _as_dates(times)], dtype=np.float64)
+    """Times as fractional years in their own calendar: ``year + (day of year - 1 + time of day) / days in that
+    year`` (360 for ``360_day``, 365 for ``noleap``, 365 or 366 for the standard calendar), so a time of year is the
+    same fraction in every year and sub-daily steps keep their hour."""
+    out = np.empty(len(times), dtype=np.float64)
+    for i, d in enumerate(_as_dates(times)):
+        if hasattr(d, "is_leap_year"):  # pandas Timestamp
+            doy, days = d.day_of_year, 366 if d.is_leap_year else 365
+        else:
+            doy, days = d.dayofyr, _year_days(d.calendar or "standard", d.year)
+        out[i] = d.year + (doy - 1 + (d.hour * 3600 + d.minute * 60 + d.second) / 86400) / days
+    return out
+
+
+def harmonics(when: np.ndarray, n: int) -> np.ndarray:
+    """``(T, 2n)`` annual harmonics ``cos(2 pi k f), sin(2 pi k f)`` for k = 1..n of the time-of-year fraction ``f``
+    of fractional years ``when``."""
+    f = 2 * np.pi * np.mod(np.asarray(when, dtype=np.float64), 1.0)[:, None] * np.arange(1, n + 1)[None]
+    return np.stack([np.cos(f), np.sin(f)], axis=2).reshape(len(f), 2 * n)
+
+
+def same_time_of_year(when: np.ndarray, targets: np.ndarray, step: float) -> np.ndarray:
+    """``(len(targets), M)`` indices into ``when`` (fractional years): for each target, the time of each year of
+    ``when`` nearest to the target's time of year (circular distance), keeping the years whose nearest time is within
+    ``step`` years of it (partial first and last years may not be) and the last ``M`` of them, ``M`` the fewest any
+    target has. The day-of-year analogue of "the same calendar month in every training year"."""
+    when = np.asarray(when, dtype=np.float64)
+    year, phase = np.floor(when), np.mod(when, 1.0)
+    out = []
+    for p in np.mod(np.asarray(targets, dtype=np.float64), 1.0):
+        d = np.abs(np.mod(phase - p + 0.5, 1.0) - 0.5)
+        picks = []
+        for y in np.unique(year):
+            idx = np.flatnonzero(year == y)
+            j = idx[np.argmin(d[idx])]
+            if d[j] <= step:
+                picks.append(j)
+        out.append(picks)
+    M = min(len(o) for o in out)
+    if M == 0:
+        raise ValueError("no training year has a time near the valid time of year")
+    return np.array([o[len(o) - M:] for o in out], dtype=np.int64)
 
 
 @dataclass
 class Climatology:
     """The expected field at a time: a polynomial trend per cell (degree ``len(trend) - 1``; none when ``trend`` is
-    None) plus the mean per cycle group of what the trend leaves (``mean``, ``(groups, C, H, W)``). The group of a
-    step ``l`` steps after a time of group ``g`` is ``(g + l) mod groups`` (monthly data advance a month a step).
-    Trends are in ``u = (year - t0) / scale``; a trend extrapolated far past the training period is a guess."""
+    None), plus a smooth annual cycle of ``len(harmonics) / 2`` harmonics of the time of year (``"doy"``: daily and
+    sub-daily data), plus the mean per cycle group of what those leave (``mean``, ``(groups, C, H, W)``; 12 calendar
+    months for ``"month"``, else one). The group of a step ``l`` steps after a time of group ``g`` is
+    ``(g + l) mod groups`` (monthly data advance a month a step). Trends are in ``u = (year - t0) / scale``; a trend
+    extrapolated far past the training period is a guess."""
 
     kind: str
     mean: np.ndarray
-    trend: np.ndarray | None = None   # (degree + 1, C, H, W), highest power first
+    trend: np.ndarray | None = None       # (degree + 1, C, H, W), highest power first
     t0: float = 0.0
     scale: float = 1.0
+    harmonics: np.ndarray | None = None   # (2 n, C, H, W): cos, sin of harmonic 1, then 2, ...
 
     @classmethod
-    def fit(cls, x: np.ndarray, times, kind: str = "auto", trend_degree: int = 0) -> Climatology:
+    def fit(cls, x: np.ndarray, times, kind: str = "auto", trend_degree: int = 0, n_harmonics: int = 3
+            ) -> Climatology:
         """Fit on ``(T, C, H, W)`` fields in memory (see :meth:`fit_stream`)."""
-        return cls.fit_stream(lambda lo, hi: x[lo:hi], times, kind, trend_degree, chunk=len(x))
+        return cls.fit_stream(lambda lo, hi: x[lo:hi], times, kind, trend_degree, chunk=len(x),
+                              n_harmonics=n_harmonics)
 
     @classmethod
     def fit_stream(cls, read: Callable[[int, int], np.ndarray], times, kind: str = "auto", trend_degree: int = 0,
-                   chunk: int = 64) -> Climatology:
+                   chunk: int = 64, n_harmonics: int = 3) -> Climatology:
         """Fit from ``read(lo, hi) -> (hi - lo, C, H, W)`` chunks of the time axis, so the training period never has
-        to fit in memory. With a trend, trend and cycle are fitted jointly (powers of time without the constant plus
-        one indicator per cycle group, through accumulated normal equations), so the trend does not soak up part of
-        the cycle; cells with a gap anywhere keep the plain cycle means and no trend."""
+        to fit in memory. A day-of-year cycle (``"doy"``) is ``n_harmonics`` annual harmonics (3, as is usual for
+        daily climatologies: smooth, and stable with a few decades of data). Trend, harmonics and group means are
+        fitted jointly by least squares (powers of time without the constant, the harmonics, one indicator per
+        group, through accumulated normal equations), so the trend does not soak up part of the cycle; cells with a
+        gap anywhere keep the plain group means, no trend and no harmonics."""
         kind = choose_cycle(times) if kind == "auto" else kind
+        if kind not in CYCLES:
+            raise ValueError(f"climatology must be one of {', '.join(CYCLES)}; got {kind!r}")
         if kind == "month":
             check_monthly(times)
         if not 0 <= trend_degree <= 3:
             raise ValueError(f"trend degree must be 0-3; got {trend_degree}")
+        nh = int(n_harmonics) if kind == "doy" else 0
+        if kind == "doy" and not 1 <= nh <= 12:
+            raise ValueError(f"a day-of-year climatology needs 1-12 harmonics; got {n_harmonics}")
         keys = cycle_keys(times, kind)
         groups = 12 if kind == "month" else 1
         present = [g for g in range(groups) if (keys == g).any()]
         ty = years(times)
         t0, scale = float(ty.mean()), float(max(np.ptp(ty) / 2, 1.0))
         u = (ty - t0) / scale
+        regress = bool(trend_degree or nh)
         sums = counts = xtx = xty = ok = None
         for lo in range(0, len(keys), chunk):
             x = np.asarray(read(lo, min(len(keys), lo + chunk)), dtype=np.float64)
@@ -99,23 +168,31 @@ class Climatology:
             s = np.tensordot(onehot, xs, axes=(0, 0))
             c = np.tensordot(onehot, fin.astype(np.float64), axes=(0, 0))
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
-            if trend_degree:
-                design = np.concatenate([np.vander(u[lo:lo + len(x)], trend_degree + 1)[:, :-1],
+            if regress:
+                span = slice(lo, lo + len(x))
+                design = np.concatenate([np.vander(u[span], trend_degree + 1)[:, :-1], harmonics(ty[span], nh),
                                          onehot[:, present]], axis=1)
                 flat = xs.reshape(len(x), -1)
                 a, b, f = design.T @ design, design.T @ flat, fin.reshape(len(x), -1).all(0)
                 xtx, xty, ok = (a, b, f) if xtx is None else (xtx + a, xty + b, ok & f)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(counts > 0, sums / counts, np.nan)
-        trend = None
-        if trend_degree:
+        trend = harm = None
+        if regress:
             coef = np.linalg.solve(xtx, xty[:, ok])
-            trend = np.zeros((trend_degree + 1, ok.size))
-            trend[:-1, ok] = coef[:trend_degree]
-            trend = trend.reshape(trend_degree + 1, *mean.shape[1:])
+            cell_shape = mean.shape[1:]
+
+            def part(rows: slice, n: int) -> np.ndarray:
+                out = np.zeros((n, ok.size))
+                out[:rows.stop - rows.start, ok] = coef[rows]
+                return out.reshape(n, *cell_shape)
+
+            d = trend_degree
+            trend = part(slice(0, d), d + 1) if d else None     # the constant lives in the group means
+            harm = part(slice(d, d + 2 * nh), 2 * nh) if nh else None
             m = mean.reshape(groups, -1)
-            m[np.ix_(present, np.flatnonzero(ok))] = coef[trend_degree:]
-        return cls(kind, mean, trend, t0 if trend_degree else 0.0, scale if trend_degree else 1.0)
+            m[np.ix_(present, np.flatnonzero(ok))] = coef[d + 2 * nh:]
+        return cls(kind, mean, trend, t0 if trend_degree else 0.0, scale if trend_degree else 1.0, harm)
 
     @staticmethod
     def _poly(coef: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -127,24 +204,30 @@ class Climatology:
         return self.mean.shape[0]
 
     def at(self, keys: np.ndarray, when: np.ndarray | None = None) -> np.ndarray:
-        """``(T, C, H, W)`` expected fields for cycle groups ``keys`` at fractional years ``when``."""
+        """``(T, C, H, W)`` expected fields for cycle groups ``keys`` at fractional years ``when`` (needed with a
+        trend or a day-of-year cycle; see :func:`years`)."""
         out = self.mean[np.asarray(keys) % self.groups]
+        if (self.trend is not None or self.harmonics is not None) and when is None:
+            raise ValueError("a climatology with a trend or a day-of-year cycle needs the times")
         if self.trend is not None:
-            if when is None:
-                raise ValueError("a climatology with a trend needs the times")
             out = out + self._poly(self.trend, (np.asarray(when, dtype=np.float64) - self.t0) / self.scale)
+        if self.harmonics is not None:
+            basis = harmonics(np.atleast_1d(when), len(self.harmonics) // 2)
+            out = out + np.tensordot(basis, self.harmonics, axes=(1, 0))
         return out
 
     def state(self) -> dict[str, np.ndarray]:
         d = {"clim_mean": self.mean, "clim_t0_scale": np.array([self.t0, self.scale])}
         if self.trend is not None:
             d["clim_trend"] = self.trend
+        if self.harmonics is not None:
+            d["clim_harmonics"] = self.harmonics
         return d
 
     @classmethod
     def from_state(cls, kind: str, s: dict[str, np.ndarray]) -> Climatology:
         t0, scale = s.get("clim_t0_scale", np.array([0.0, 1.0]))
-        return cls(kind, s["clim_mean"], s.get("clim_trend"), float(t0), float(scale))
+        return cls(kind, s["clim_mean"], s.get("clim_trend"), float(t0), float(scale), s.get("clim_harmonics"))
 
 
 @dataclass
