@@ -2,6 +2,7 @@
 
 from .exact import GaussianDenoiser, GaussianMixtureDenoiser, ring_mixture
 from .guidance import ClassifierFreeGuidance, KnownValues, concat_condition, initial_state
+from .likelihood import denoising_nll
 from .loss import DiffusionLoss, loss_weight
 from .noise import (EDM, VE, VP, Fixed, NoiseProcess, alpha_bar_to_sigma, karras_sigmas, logsnr_to_sigma,
                     sigma_to_alpha_bar, sigma_to_logsnr)
@@ -18,5 +19,5 @@ __all__ = [
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
     "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise", "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
-    "TiledDenoiser", "blend_window", "tile_starts",
+    "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
 ]
