@@ -1,8 +1,10 @@
 """Unsupervised lesion detection on the bundled MNI152 T1 template (2 mm), against the DAE and z-score baselines.
 
-The protocol (``sciffusion.domains.medical.protocol``): train on the left hemisphere of the template; calibrate
-the threshold on a perturbed healthy copy (deformation, bias field, noise); test on the right hemisphere of another
-perturbed copy with 8 synthetic white-matter lesions whose intensities stay inside the healthy range.
+The protocol (``sciffusion.domains.medical.protocol``): train on the left hemisphere of the template; choose each
+method's scoring (noise levels, band-pass or absolute error) on a validation case (``brain_benchmark(seed + 1)``:
+other perturbations, other lesions); calibrate the threshold on a perturbed healthy copy (deformation, bias field,
+noise); test on the right hemisphere of another perturbed copy with 8 synthetic white-matter lesions whose
+intensities stay inside the healthy range.
 
     python examples/medical_anomaly.py [--work medical_anomaly_out] [--steps 400] [--seed 0]
 
@@ -72,20 +74,23 @@ def main() -> None:
                              ("test_lesions", b.truth, np.uint8), ("test_region", b.test_region, np.uint8)]:
         med.write_volume(work / f"{name}.nii.gz", arr.astype(dtype), ref, dtype=dtype)
 
+    val = med.brain_benchmark(seed=args.seed + 1)  # the validation case: other perturbations and lesions
     results, maps = {}, {}
     for method in ("diffusion", "dae"):
         t = time.time()
         run = sf.load_trained(train(work, method, args.steps, args.seed))
         t_train = time.time() - t
+        # Each method's scoring is chosen on the validation case, never on the test.
+        chosen, val_auroc = med.choose_scoring(run, val.test, val.truth, val.test_region)
         t = time.time()
-        score = med.anomaly_map(run, b.test)
+        score = med.anomaly_map(run, b.test, **chosen)
         t_score = time.time() - t
-        # The run stores the threshold calibrated at training; recomputing it here keeps it in step with the
-        # scoring settings when runs are reused (sciffusion detect reads the stored one).
-        thr = med.calibrate(run, [b.calibration])
+        # The threshold for the chosen settings (the run stores one for its own defaults; sciffusion detect reads it).
+        thr = med.calibrate(run, [b.calibration], **chosen)
         med.write_volume(work / f"scores_{method}.nii.gz", score, ref)
-        results[method] = {**med.detection_scores(score, b.truth, b.test_region, thr),
-                           "train_s": round(t_train, 1), "score_s": round(t_score, 1)}
+        results[method] = {**med.detection_scores(score, b.truth, b.test_region, thr), "scoring": chosen,
+                           "validation_auroc": round(val_auroc, 3), "train_s": round(t_train, 1),
+                           "score_s": round(t_score, 1)}
         maps[f"{method} score"] = score
     healthy = [b.train]
     z = med.zscore_map(b.test, healthy)
@@ -97,7 +102,8 @@ def main() -> None:
     figure(work / "anomaly_slices.png", b, maps)
     print(f"{'method':<10} {'AUROC':>6} {'AUPRC':>6} {'bestDice':>8} {'Dice@thr':>8} {'FPR':>6}")
     for k, r in results.items():
-        print(f"{k:<10} {r['auroc']:6.3f} {r['auprc']:6.3f} {r['best_dice']:8.3f} {r['dice']:8.3f} {r['fpr']:6.3f}")
+        print(f"{k:<10} {r['auroc']:6.3f} {r['auprc']:6.3f} {r['best_dice']:8.3f} {r['dice']:8.3f} {r['fpr']:6.3f}"
+              + (f"   scoring {r['scoring']} (validation AUROC {r['validation_auroc']})" if "scoring" in r else ""))
     print(f"lesion voxels {int(b.truth.sum())} of {int(b.test_region.sum())} in the test hemisphere; "
           f"total {time.time() - t0:.0f} s; outputs in {work}/")
 

@@ -83,9 +83,10 @@ def _task_of_run(args: argparse.Namespace) -> Any:
 def cmd_task(args: argparse.Namespace) -> int:
     """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
     task, kind = args.task_obj or _task_of_run(args), args.func_kind
-    # Sampling and evaluation get no sampling defaults: only what the user gives overrides the run's settings.
+    # Sampling and evaluation get no defaults for what the run stores: only what the user gives overrides it.
     base = task.default_config() if kind == "train" else merge(
-        {k: v for k, v in task.defaults.items() if k != "sampling"}, {"seed": 0, "sampling": {}})
+        {k: v for k, v in task.defaults.items() if k not in task.run_settings},
+        {"seed": 0, **{k: {} for k in task.run_settings}})
     config = resolve_config(base, args, getattr(task, f"required_{kind}"))
     if args.print_config:
         print(dump_yaml(config), end="")

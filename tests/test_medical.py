@@ -22,6 +22,8 @@ from sciffusion.diffusion import DiffusionLoss, Fixed, TiledDenoiser, blend_wind
 from sciffusion.domains import medical as med  # noqa: E402
 from sciffusion.domains.medical.superres import cubic_upsample, linear_fill, linear_upsample, thin_affine  # noqa: E402
 from sciffusion.training import DiffusionModule, TrainedRun  # noqa: E402
+from sciffusion.training.fit import load_trained as sf_load  # noqa: E402
+from sciffusion.domains.medical.scans import prepare_like  # noqa: E402
 
 
 def _save(path, data, affine):
@@ -336,6 +338,28 @@ def _cli(*args):
     assert main([str(a) for a in args]) == 0
 
 
+def test_band_pass_score_keeps_blobs_and_drops_drifts_and_edges():
+    shape = (32, 32, 32)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    idx = np.indices(shape)
+    drift = 0.3 + 0.01 * idx[0]                                   # a smooth intensity error (bias field)
+    edges = 0.3 * (-1.0) ** (idx[0] + idx[1] + idx[2])             # errors of alternating sign
+    blob = 0.3 * np.exp(-((idx - 16) ** 2).sum(0) / (2 * 2.5**2))  # a lesion-sized blob of one sign
+    bp = lambda e: med.score_map(e, np.abs(e), mask, "bandpass", 1.5, 6.0)  # noqa: E731
+    inner = np.zeros(shape, bool)
+    inner[8:-8, 8:-8, 8:-8] = True
+    assert bp(drift)[inner].max() < 0.02 and bp(edges)[inner].max() < 0.01  # the drift alone is 0.3-0.6
+    assert bp(blob)[16, 16, 16] > 0.1 and bp(blob + drift + edges).argmax() == np.ravel_multi_index((16, 16, 16), shape)
+    ab = med.score_map(edges, np.abs(edges), mask, "abs", 2.0)
+    assert ab[inner].min() > 0.29  # the absolute error keeps the edges
+    assert (bp(blob)[~mask] == 0).all()
+    with pytest.raises(ValueError, match="wider"):
+        med.score_map(blob, blob, mask, "bandpass", 3.0, 2.0)
+    with pytest.raises(ValueError, match="score must be"):
+        med.score_map(blob, blob, mask, "max")
+
+
 def test_cli_anomaly_train_detect_evaluate(tmp_path, small_t1, capsys):
     data, affine = small_t1
     rng = np.random.default_rng(0)
@@ -358,6 +382,20 @@ def test_cli_anomaly_train_detect_evaluate(tmp_path, small_t1, capsys):
     assert s.shape == data.shape and set(np.unique(np.asanyarray(b.dataobj))) <= {0, 1}
     score = np.asanyarray(s.dataobj)
     assert score[data == 0].max() == 0 and score[data > 0].max() > 0
+    # detect uses the run's settings (one seed, its levels) unless a flag overrides them
+    trained = sf_load(run)
+    prepared = prepare_like(trained.config["data"], scan)
+    np.testing.assert_allclose(score, med.anomaly_map(trained, prepared), rtol=1e-5, atol=1e-7)
+    _cli("detect", "--run", run, "--data", scan, "--out", tmp_path / "s2.nii.gz", "--sigmas", 0.2, "--score", "abs")
+    np.testing.assert_allclose(np.asanyarray(nib.load(str(tmp_path / "s2.nii.gz")).dataobj),
+                               med.anomaly_map(trained, prepared, sigmas=[0.2], score="abs"), rtol=1e-5, atol=1e-7)
+    # a level's residual does not depend on the other levels asked for
+    one = med.residuals(trained, prepared, [0.2])[0.2][0]
+    np.testing.assert_array_equal(one, med.residuals(trained, prepared, [0.1, 0.2])[0.2][0])
+    region = prepared.mask
+    chosen, auc = med.choose_scoring(trained, prepared, truth > 0, region, levels=[0.1, 0.2])
+    assert set(chosen) == {"sigmas", "score", "smooth", "background"} and 0 <= auc <= 1
+    assert auc == pytest.approx(med.auroc(med.anomaly_map(trained, prepared, **chosen)[region], truth[region] > 0))
     capsys.readouterr()
     _cli("evaluate", "anomaly", "--run", run, "--scores", tmp_path / "s.nii.gz", "--lesions", lesions,
          "--out", tmp_path / "scores.json")

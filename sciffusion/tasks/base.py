@@ -90,6 +90,9 @@ class Task:
     required_evaluate: ClassVar[tuple[str, ...]] = ()
     shares_verb: ClassVar[bool] = False  # True: other tasks may use the same verb; the run's task picks the one
     uses_runs_of: ClassVar[str | None] = None  # no training of its own: the verb reads runs of this task
+    # Config sections a run stores and its sampling verb reads: the verb's config holds only what the user gives
+    # there, so None means "the run's value" (a default would silently override the run's setting).
+    run_settings: ClassVar[tuple[str, ...]] = ("sampling",)
 
     def default_config(self) -> dict[str, Any]:
         return merge(merge(COMMON_DEFAULTS, {"task": self.name}), self.defaults)

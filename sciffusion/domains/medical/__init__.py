@@ -2,7 +2,7 @@
 calibrated thresholds, through-plane super-resolution, and the scores and evaluation protocol."""
 
 from .generate import Volume as VolumeGeneration, generate_volumes
-from .anomaly import Anomaly, anomaly_map, calibrate, detect, zscore_map
+from .anomaly import Anomaly, anomaly_map, calibrate, choose_scoring, detect, residuals, score_map, zscore_map
 from .intensity import IntensityNorm, bias_field, foreground_mask, random_deformation
 from .patches import PatchDataset, plan_tiles
 from .protocol import brain_benchmark, insert_lesions, mni152, perturb
@@ -11,7 +11,8 @@ from .superres import SuperRes, cubic_upsample, linear_upsample, superresolve
 from .scores import auprc, auroc, best_dice, detection_scores, dice, psnr, ssim, threshold_at_fpr
 from .volumes import Volume, read_dicom, read_volume, write_volume
 
-__all__ = ["VolumeGeneration", "generate_volumes", "Anomaly", "anomaly_map", "calibrate", "detect", "zscore_map", "IntensityNorm", "bias_field",
+__all__ = ["VolumeGeneration", "generate_volumes", "Anomaly", "anomaly_map", "calibrate", "choose_scoring", "detect",
+           "residuals", "score_map", "zscore_map", "IntensityNorm", "bias_field",
            "foreground_mask", "random_deformation", "PatchDataset", "plan_tiles", "brain_benchmark", "insert_lesions",
            "mni152", "perturb", "Scan", "hemisphere", "prepare", "auprc", "auroc", "best_dice", "detection_scores",
            "dice", "psnr", "ssim", "SuperRes", "cubic_upsample", "linear_upsample", "superresolve", "threshold_at_fpr", "Volume", "read_dicom", "read_volume", "write_volume"]
