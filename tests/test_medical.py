@@ -20,7 +20,8 @@ nib = pytest.importorskip("nibabel")
 from sciffusion.cli import main  # noqa: E402
 from sciffusion.diffusion import DiffusionLoss, Fixed, TiledDenoiser, blend_window, tile_starts  # noqa: E402
 from sciffusion.domains import medical as med  # noqa: E402
-from sciffusion.domains.medical.superres import cubic_upsample, linear_fill, linear_upsample, thin_affine  # noqa: E402
+from sciffusion.domains.medical.superres import (base_upsample, cubic_fill, cubic_upsample, linear_fill,  # noqa: E402
+                                                 linear_upsample, thin_affine)
 from sciffusion.training import DiffusionModule, TrainedRun  # noqa: E402
 from sciffusion.training.fit import load_trained as sf_load  # noqa: E402
 from sciffusion.domains.medical.scans import prepare_like  # noqa: E402
@@ -292,6 +293,19 @@ def test_linear_and_cubic_upsampling_are_exact_on_polynomials():
     assert (filled[:, :, 0] == ramp[:, :, 1]).all() and (filled[:, :, 8] == ramp[:, :, 5]).all()
     aff = thin_affine(np.diag([1.0, 1.0, 4.0, 1.0]), 4, 2)
     assert aff[2, 2] == 1.0
+    # the cubic base: exact on a cubic between the first and last kept slices (random phase), constant beyond
+    z = np.arange(20, dtype=np.float64)
+    cube = np.broadcast_to(0.01 * z ** 3 - 0.2 * z ** 2 + z, (3, 4, 20)).astype(np.float32)
+    kept = (z - 2) % 3 == 0
+    filled = cubic_fill(cube, kept, 2)
+    np.testing.assert_allclose(filled[:, :, 2:18], cube[:, :, 2:18], rtol=1e-5, atol=1e-4)
+    assert (filled[:, :, :2] == cube[:, :, 2:3]).all() and (filled[:, :, 18:] == cube[:, :, 17:18]).all()
+    assert (filled[:, :, kept] == cube[:, :, kept]).all()
+    thick = cube[:, :, ::4]
+    np.testing.assert_allclose(base_upsample(thick, 4, 2, "cubic"), cubic_upsample(thick, 4), atol=1e-5)
+    np.testing.assert_array_equal(base_upsample(thick, 4, 2, "linear"), linear_upsample(thick, 4))
+    with pytest.raises(ValueError, match="base must be"):
+        base_upsample(thick, 4, 2, "sinc")
 
 
 def test_untrained_superres_model_returns_linear_interpolation(small_t1):
@@ -311,6 +325,9 @@ def test_untrained_superres_model_returns_linear_interpolation(small_t1):
     inside = linear_upsample(thick.mask.astype(np.float32), 3) > 0.5
     inside[:, :, ::3] = False
     assert np.std(res[inside]) == pytest.approx(0.1, rel=0.1)
+    # with the cubic base (the default of new runs) the untrained model returns the cubic baseline
+    config["superres"]["base"] = "cubic"
+    np.testing.assert_allclose(med.superresolve(run, thick, 3, mode="mean"), cubic_upsample(thick.x, 3), atol=1e-5)
 
 
 def test_dae_is_a_fixed_sigma_and_coarse_noise_changes_the_loss():

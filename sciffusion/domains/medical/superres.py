@@ -1,10 +1,11 @@
 """Through-plane super-resolution: rebuild the slices a thick-slice acquisition skipped.
 
 Training pairs come from thin-slice scans: keep every k-th slice (k drawn from ``factors``, phase at random),
-interpolate linearly between the kept ones, and learn the residual ``truth - linear`` conditioned on the linear
-volume, which slices were kept and each voxel's distance to them (CorrDiff's mean-plus-residual split). The output
-layer is zero-initialised, so an untrained model returns linear interpolation exactly. Whole volumes are sampled
-in blended tiles with the noise shared across overlaps.
+interpolate between the kept ones (``base``: a not-a-knot cubic spline by default, or linear), and learn the residual
+``truth - base`` conditioned on the base volume, which slices were kept and each voxel's distance to them
+(CorrDiff's mean-plus-residual split). The output layer is zero-initialised, so an untrained model returns the
+base interpolation exactly: the model starts from the better of the two baselines and can only add to it. Whole
+volumes are sampled in blended tiles with the noise shared across overlaps.
 
     sciffusion train superres --data thin1.nii.gz [thin2 ...] --out RUN
     sciffusion superres --run RUN --data thick.nii.gz --out thin.nii.gz [--factor 4] [--mode mean|sample]
@@ -32,7 +33,7 @@ from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan,
 from .volumes import write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {
-    "superres": {"axis": 2, "factors": [2, 3, 4, 5], "mode": "mean", "samples": 1},
+    "superres": {"axis": 2, "factors": [2, 3, 4, 5], "base": "cubic", "mode": "mean", "samples": 1},
     "sampling": {"sampler": "heun", "steps": 12, "sigma_min": 0.002, "sigma_max": 10.0, "rho": 7.0},
 }
 
@@ -53,6 +54,35 @@ def linear_fill(x: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
     shape[axis] = n
     xl, xr = np.take(x, l, axis=axis), np.take(x, r, axis=axis)
     return (xl + (xr - xl) * w.reshape(shape)).astype(np.float32)
+
+
+def cubic_fill(x: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
+    """Fill the slices of ``x`` along ``axis`` where ``kept`` is False by a not-a-knot cubic spline through the
+    kept slices (a line through two, a parabola through three), constant beyond the first and last kept slices as
+    :func:`linear_fill`. Kept slices are returned unchanged."""
+    idx = np.flatnonzero(kept)
+    if len(idx) < 2:
+        return linear_fill(x, kept, axis)
+    pos = np.clip(np.arange(x.shape[axis]), idx[0], idx[-1])
+    out = CubicSpline(idx, np.take(x, idx, axis=axis).astype(np.float64), axis=axis)(pos)
+    return np.where(_along(kept, axis, x.shape), x, out).astype(np.float32)
+
+
+BASES = {"linear": linear_fill, "cubic": cubic_fill}
+
+
+def base_fill(x: np.ndarray, kept: np.ndarray, axis: int, base: str) -> np.ndarray:
+    """The interpolation the model's residual is added to (``linear`` or ``cubic``)."""
+    if base not in BASES:
+        raise ValueError(f"base must be one of {sorted(BASES)}; got {base!r}")
+    return BASES[base](x, kept, axis)
+
+
+def base_upsample(thick: np.ndarray, k: int, axis: int, base: str) -> np.ndarray:
+    """Through-plane interpolation of a thick volume by ``k`` with the model's ``base`` (equal to
+    :func:`linear_upsample` or :func:`cubic_upsample`)."""
+    grid, kept = thin_grid(thick, k, axis)
+    return base_fill(grid, kept, axis, base)
 
 
 def thin_grid(thick: np.ndarray, k: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +121,8 @@ def cubic_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
 
 
 def _cond(linear: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
-    """Condition channels ``(3, *shape)``: the linear volume, the kept-slice flag and the distance to the nearest
-    kept slice in units of 5 slices (so one model serves factors 2-5)."""
+    """Condition channels ``(3, *shape)``: the base (interpolated) volume, the kept-slice flag and the distance to
+    the nearest kept slice in units of 5 slices (so one model serves factors 2-5)."""
     idx = np.flatnonzero(kept)
     pos = np.arange(len(kept))
     dist = np.min(np.abs(pos[:, None] - idx[None, :]), axis=1) / 5.0
@@ -100,9 +130,10 @@ def _cond(linear: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
     return np.stack([linear, flag, d]).astype(np.float32)
 
 
-def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, float]):
+def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, float], base: str = "linear"):
     """``make(x, mask, rng)`` for :class:`~sciffusion.domains.medical.patches.PatchDataset`: a crop longer by
-    ``2 * max(factors)`` along ``axis`` -> residual target, condition and loss mask of the central patch."""
+    ``2 * max(factors)`` along ``axis`` -> residual target (over the ``base`` interpolation), condition and loss
+    mask of the central patch."""
     margin = max(factors)
 
     def make(x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -110,7 +141,7 @@ def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, 
         k = int(rng.choice(factors))
         n = x.shape[axis]
         kept = (np.arange(n) - int(rng.integers(k))) % k == 0
-        lin = linear_fill(x, kept, axis)
+        lin = base_fill(x, kept, axis, base)
         sl = [slice(None)] * 3
         sl[axis] = slice(margin, margin + patch)
         sl = tuple(sl)
@@ -125,7 +156,7 @@ def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, 
 
 def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, **kwargs: Any) -> np.ndarray:
     """Thin volume ``(..., (n - 1) factor + 1, ...)`` (normalised units) from a prepared thick scan: the linear
-    volume plus the model's residual (see :func:`superres_residual` for the keyword arguments)."""
+    base volume plus the model's residual (see :func:`superres_residual` for the keyword arguments)."""
     lin, res = superres_residual(run, thick, factor, **kwargs)
     return lin + res
 
@@ -134,7 +165,8 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
                       samples: int | None = None, seed: int = 0, sampling: dict[str, Any] | None = None,
                       memory_gb: float | None = None, device: str | torch.device | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The linear thin volume and the model's residual on it, both normalised ``(..., (n - 1) factor + 1, ...)``.
+    """The base (interpolated) thin volume and the model's residual on it, both normalised
+    ``(..., (n - 1) factor + 1, ...)``; runs from before ``superres.base`` existed use linear.
 
     ``mode="mean"``: the model's conditional mean (one network pass at a high noise level; the best PSNR);
     ``mode="sample"``: the mean of ``samples`` posterior samples (one is a sharp, plausible volume). The residual
@@ -152,7 +184,7 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
     device = resolve_device(device or s.get("device"))
     run.to(device)
     kept = kept_slices(thick.x.shape[axis], factor)
-    lin = linear_upsample(thick.x, factor, axis)
+    lin = base_upsample(thick.x, factor, axis, sr.get("base", "linear"))
     mask = linear_upsample(thick.mask.astype(np.float32), factor, axis) > 0.5
     cond = torch.from_numpy(_cond(lin, kept, axis))[None].to(device)
     D = tiled(run.denoiser(), run.config["model"]["net"], lin.shape, float(memory_gb or run.config.get("memory_gb", 4)))
@@ -191,6 +223,7 @@ class SuperRes(Task):
     train_flags = SCAN_TRAIN_FLAGS + (
         Flag("--factors", "superres.factors", "slice factors to train on", int, nargs="+"),
         Flag("--axis", "superres.axis", "slice axis in RAS order: 0 sagittal, 1 coronal, 2 axial", int),
+        Flag("--base", "superres.base", "interpolation the model adds its residual to: cubic (default) or linear"),
     )
     sample_flags = SCAN_SAMPLE_FLAGS + (
         Flag("--factor", "factor", "slice factor (default: thick spacing / training spacing)", int),
@@ -207,7 +240,10 @@ class SuperRes(Task):
         axis, p = int(sr["axis"]), int(d["patch"])
         crop = [p, p, p]
         crop[axis] += 2 * max(factors)
-        make = training_pair(factors, axis, p, d.get("augment") or {"scale": 0.0, "bias": 0.0})
+        base = str(sr.get("base", "cubic"))
+        if base not in BASES:
+            raise ValueError(f"--base must be one of {sorted(BASES)}; got {base!r}")
+        make = training_pair(factors, axis, p, d.get("augment") or {"scale": 0.0, "bias": 0.0}, base)
         return train_on_patches(config, scans_from_config(config), crop, make,
                                 {"in_channels": 1, "cond_channels": 3}, {"factors": factors, "axis": axis})
 
@@ -225,6 +261,7 @@ class SuperRes(Task):
                                         memory_gb=config.get("memory_gb"))
         # Back to the scan's units: its own slices and background exactly, plus the model's residual scaled by the
         # normalisation (no percentile clipping of the output).
-        out = linear_upsample(thick.volume.data, int(k), axis) + residual * (thick.norm.hi - thick.norm.lo)
+        out = (base_upsample(thick.volume.data, int(k), axis, run.config["superres"].get("base", "linear"))
+               + residual * (thick.norm.hi - thick.norm.lo))
         write_volume(config["out"], out, thick.volume, affine=thin_affine(thick.volume.affine, int(k), axis))
         return pathlib.Path(config["out"])
