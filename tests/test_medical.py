@@ -390,9 +390,14 @@ def test_cli_anomaly_train_detect_evaluate(tmp_path, small_t1, capsys):
     lesions = _save(tmp_path / "truth.nii.gz", truth, affine)
     run = tmp_path / "run"
     _cli("train", "anomaly", "--data", healthy, "--calibration", cal, "--patch", 16, "--max-steps", 3,
-         "--batch-size", 2, "--set", "trainer.progress=false", "--set", "anomaly.seeds=1", "--out", run)
+         "--batch-size", 2, "--set", "trainer.progress=false", "--set", "anomaly.seeds=1", "--out", run,
+         "--validation", scan, "--validation-lesions", lesions)
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["metrics"]["threshold"] > 0 and meta["method"] == "diffusion"
+    # the scoring chosen on the validation scan is stored in the run, and the threshold is calibrated for it
+    stored = json.loads((run / "config.json").read_text())["anomaly"]
+    assert set(stored["sigmas"]) <= {0.05, 0.1, 0.2, 0.3} and stored["score"] in ("abs", "bandpass")
+    assert 0 <= meta["metrics"]["validation_auroc"] <= 1
     _cli("detect", "--run", run, "--data", scan, "--out", tmp_path / "s.nii.gz", "--binary", tmp_path / "b.nii.gz")
     s, b = nib.load(str(tmp_path / "s.nii.gz")), nib.load(str(tmp_path / "b.nii.gz"))
     np.testing.assert_allclose(s.affine, affine)
@@ -452,6 +457,10 @@ def test_medical_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a 3-D volume" in err[0]
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+    vol = _save(tmp_path / "vol.nii.gz", np.ones((8, 8, 8), np.float32), np.eye(4))
+    assert main(["train", "anomaly", "--data", str(vol), "--validation", str(vol), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--validation and --validation-lesions go together" in err[0]
 
 
 def test_cli_generate_is_shared_and_dispatched_on_the_run(tmp_path, small_t1, capsys):

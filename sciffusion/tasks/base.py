@@ -168,7 +168,8 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     ``config["model"]`` with the task's network shape ``net`` (dims, channels in/out/cond, periodic axes), fit with
     Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory with the task's
     ``metadata`` and ``state`` tensors. ``calibrate(module)`` (rank 0, after training) may return
-    ``{"sampling": {...}, "metrics": {...}}`` to store in the run's config and metadata."""
+    ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
+    chosen after training) and metadata."""
     model = dict(config["model"])
     model["net"] = {**model["net"], **net}
     model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
@@ -183,5 +184,7 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     if calibrate is not None and trainer.is_global_zero:
         found = calibrate(module.eval())
         config = {**config, "sampling": {**config.get("sampling", {}), **found.get("sampling", {})}}
+        for section, values in found.get("config", {}).items():
+            config[section] = {**config.get(section, {}), **values}
         metadata["metrics"] = {**metadata.get("metrics", {}), **found.get("metrics", {})}
     return export_run(config["out"], module, trainer, config, datamodule.normalizer, metadata, state)

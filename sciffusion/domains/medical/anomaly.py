@@ -45,7 +45,7 @@ from .volumes import read_volume, write_volume
 ANOMALY_DEFAULTS: dict[str, Any] = {
     "anomaly": {"method": "diffusion", "sigmas": [0.05, 0.1, 0.3], "dae_sigma": 0.2, "seeds": 4, "noise_factor": 4,
                 "steps": 1, "score": "bandpass", "smooth": 1.5, "background": 6.0, "fpr": 0.01,
-                "calibration": None},
+                "calibration": None, "validation": None, "validation_lesions": None},
 }
 SCORES = ("abs", "bandpass")
 # What choose_scoring tries: (score, smooth, background) per mode, with every non-empty subset of the levels.
@@ -214,6 +214,8 @@ class Anomaly(Task):
         Flag("--method", "anomaly.method", "diffusion, or dae (the denoising-autoencoder baseline)"),
         Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on", nargs="+"),
         Flag("--fpr", "anomaly.fpr", "voxel false-positive rate of the calibrated threshold", float),
+        Flag("--validation", "anomaly.validation", "a scan with known lesions to choose levels and score on"),
+        Flag("--validation-lesions", "anomaly.validation_lesions", "the lesion mask of --validation (NIfTI)"),
         Flag("--sigmas", "anomaly.sigmas", "noise levels the scores average (normalised intensity)", float,
              nargs="+"),
         Flag("--score", "anomaly.score", "bandpass (signed error, band-passed) or abs (smoothed absolute error)"),
@@ -241,6 +243,8 @@ class Anomaly(Task):
             raise ValueError(f"--method must be diffusion or dae; got {a['method']!r}")
         if a.get("score", "abs") not in SCORES:
             raise ValueError(f"--score must be one of {SCORES}; got {a['score']!r}")
+        if bool(a.get("validation")) != bool(a.get("validation_lesions")):
+            raise ValueError("--validation and --validation-lesions go together (a scan and its lesion mask)")
         if a["method"] == "dae":  # the baseline: one noise level, no diffusion
             config = merge(config, {"model": {"process": {"name": "fixed", "sigma": float(a["dae_sigma"])}}})
         config = merge(config, {"model": {"noise_factor": int(a["noise_factor"])}})
@@ -248,12 +252,22 @@ class Anomaly(Task):
         p = int(config["data"]["patch"])
 
         def calibrate_on_holdout(module: Any) -> dict[str, Any]:
-            if not a.get("calibration"):
-                return {}
             run = TrainedRun(module, None, config)
-            held = [prepare_like(config["data"], f) for f in a["calibration"]]
-            thr = calibrate(run, held)
-            return {"metrics": {"threshold": thr, "calibration_fpr": float(a["fpr"])}}
+            found: dict[str, Any] = {"metrics": {}}
+            settings: dict[str, Any] = {}
+            if a.get("validation"):  # choose levels and score on a scan with known lesions, store them in the run
+                val = prepare_like(config["data"], a["validation"])
+                truth = read_volume(a["validation_lesions"]).data > 0.5
+                if truth.shape != val.x.shape:
+                    raise ValueError(f"validation lesion mask shape {truth.shape} does not match the scan "
+                                     f"{val.x.shape}")
+                settings, auc = choose_scoring(run, val, truth, val.mask)
+                found["config"] = {"anomaly": settings}
+                found["metrics"]["validation_auroc"] = auc
+            if a.get("calibration"):
+                held = [prepare_like(config["data"], f) for f in a["calibration"]]
+                found["metrics"].update(threshold=calibrate(run, held, **settings), calibration_fpr=float(a["fpr"]))
+            return found
 
         return train_on_patches(config, scans, (p, p, p), None, {"in_channels": 1}, {"method": a["method"]},
                                 calibrate=calibrate_on_holdout)
