@@ -1,6 +1,7 @@
 """Climate domain: ingestion, scores against reference libraries, fitted statistics, forecast files, the CLI."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -355,6 +356,40 @@ def test_baselines_and_evaluate(ostia_run, tmp_path, capsys):
     assert set(table) == {"sciffusion", "persistence", "climatology", "damped_persistence", "lim"}
     assert all(table[m]["1"]["crps"] > 0 for m in table)
     assert "area-weighted fair CRPS" in capsys.readouterr().out
+
+
+def test_recent_normal_by_hand_and_shared_by_every_method(ostia_run, tmp_path):
+    from sciffusion.domains.climate.forecast import initial_states, recent_normal
+    from sciffusion.training.fit import load_trained
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(12, 1, 2, 3))
+    a[3, 0, 0, 0] = np.nan
+    a[:, 0, 1, 2] = np.nan  # a land cell
+    got = recent_normal(a, [0, 4, 11], 4)
+    for j, i in enumerate([0, 4, 11]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the land cell's mean of nothing
+            np.testing.assert_allclose(got[j], np.nanmean(a[max(0, i - 3):i + 1], axis=0), equal_nan=True)
+    run, path = ostia_run
+    plain = initial_states(load_trained(run), OSTIA, "2009-04/2009-09")
+    st = initial_states(load_trained(run), OSTIA, "2009-04/2009-09", normal_years=1)   # 12 monthly steps
+    np.testing.assert_allclose(st.a_hist + st.offset[:, None], plain.a_hist, equal_nan=True, atol=1e-9)
+    np.testing.assert_allclose(st.clim_at_lead(2) - st.offset, plain.clim_at_lead(2), equal_nan=True, atol=1e-9)
+    base0 = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, which=("persistence", "climatology"))
+    base1 = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, which=("persistence", "climatology"),
+                               normal_years=1)
+    # persistence keeps the initial anomaly whatever it is taken from; the climatology moves by the offset
+    xr.testing.assert_allclose(base0["persistence"], base1["persistence"])
+    shift = (base1["climatology"] - base0["climatology"]).surface_temperature.isel(member=0, lead_time=0).values
+    np.testing.assert_allclose(shift, st.offset[:, 0], equal_nan=True, atol=1e-4)
+    fc = tmp_path / "fc.nc"
+    assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09",
+                 "--leads", "2", "--members", "3", "--normal-years", "1", "--out", str(fc)]) == 0
+    assert xr.open_dataset(fc).attrs["sciffusion_normal_years"] == 1.0
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "forecast", "--forecast", str(fc), "--data", str(OSTIA), "--run", str(run),
+                 "--baselines", "persistence", "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -41,10 +41,11 @@ def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndar
 
 def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_period: str | None = None,
                        leads: int = 3, members: int = 16, seed: int = 0,
-                       which: tuple[str, ...] = BASELINES) -> dict[str, xr.Dataset]:
-    """The baselines' forecasts for the same initial times, leads and grid as :func:`~.forecast.forecast`."""
+                       which: tuple[str, ...] = BASELINES, normal_years: float = 0.0) -> dict[str, xr.Dataset]:
+    """The baselines' forecasts for the same initial times, leads and grid as :func:`~.forecast.forecast` (and
+    the same recent normal: ``normal_years``)."""
     run = load_trained(run, task="forecast")
-    st = initial_states(run, data, init_period)
+    st = initial_states(run, data, init_period, normal_years)
     unknown = set(which) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
@@ -144,5 +145,6 @@ def evaluate_forecast(forecast_ds: xr.Dataset, data, run: TrainedRun | str | pat
     if run is not None and baselines:
         t = forecast_ds["init_time"].values
         methods |= baseline_forecasts(run, data, init_period=f"{t[0]}/{t[-1]}", leads=forecast_ds.sizes["lead_time"],
-                                      members=members, seed=seed, which=tuple(baselines))
+                                      members=members, seed=seed, which=tuple(baselines),
+                                      normal_years=float(forecast_ds.attrs.get("sciffusion_normal_years", 0.0)))
     return score_table(methods, truth)

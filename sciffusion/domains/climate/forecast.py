@@ -153,7 +153,7 @@ class Forecast(Task):
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "inflation": None, "calibrate": True, "calibration_members": 8},
-        "forecast": {"init_period": None, "leads": 3, "members": 16},
+        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": 0.0},
     }
     train_flags = (
         Flag("--variables", "data.variables", "variables to model (channels); default: every (time, lat, lon) one",
@@ -171,6 +171,8 @@ class Forecast(Task):
         Flag("--leads", "forecast.leads", "number of steps to roll out", int),
         Flag("--members", "forecast.members", "ensemble members", int),
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
+        Flag("--normal-years", "forecast.normal_years",
+             "take anomalies from a recent normal: the mean anomaly of the last N years up to each initial time", float),
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
@@ -236,7 +238,8 @@ class Forecast(Task):
         run = load_trained(config["run"], task=self.name)
         fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
                       leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
-                      seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True)
+                      seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True,
+                      normal_years=float(config["forecast"].get("normal_years") or 0.0))
         return write_netcdf(fc, config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
@@ -270,19 +273,41 @@ class Inits:
     keys: np.ndarray         # cycle group of every time step of ds
     when: np.ndarray         # fractional year of every time step of ds
     step_years: float        # the data's time step, in years (for valid times past the end of the data)
-    a_hist: np.ndarray       # (I, k, C, H, W) anomalies up to each initial time
+    a_hist: np.ndarray       # (I, k, C, H, W) anomalies up to each initial time (from the recent normal, if any)
+    offset: np.ndarray | None = None  # (I, C, H, W) recent normal: mean anomaly of the years up to each initial time
+    normal_years: float = 0.0
 
     @property
     def times(self) -> list:
         return [self.ds[self.grid.time].values[i] for i in self.index]
 
     def clim_at_lead(self, lead: int) -> np.ndarray:
-        """``(I, C, H, W)`` climatology at the valid time of ``lead``."""
-        return self.prep.clim.at(np.array([self.keys[i] + lead for i in self.index]),
-                                 np.array([self.when[i] + lead * self.step_years for i in self.index]))
+        """``(I, C, H, W)`` expected field at the valid time of ``lead``: the climatology, plus the recent normal's
+        offset when there is one (every method's anomalies are taken from it)."""
+        out = self.prep.clim.at(np.array([self.keys[i] + lead for i in self.index]),
+                                np.array([self.when[i] + lead * self.step_years for i in self.index]))
+        return out if self.offset is None else out + self.offset
 
 
-def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None) -> Inits:
+def recent_normal(anomalies: np.ndarray, index: Sequence[int], steps: int) -> np.ndarray:
+    """``(I, C, H, W)``: for each initial time ``i`` of ``index``, the mean anomaly of time steps ``i - steps + 1 ..
+    i`` (NaN-aware; fewer at the start of the data), known at ``i``: the per-cell "optimal climate normal" offset
+    that takes over where an extrapolated trend drifts from the data."""
+    fin = np.isfinite(anomalies)
+    csum = np.concatenate([np.zeros((1, *anomalies.shape[1:])), np.cumsum(np.where(fin, anomalies, 0.0), axis=0)])
+    cnt = np.concatenate([np.zeros((1, *anomalies.shape[1:])), np.cumsum(fin, axis=0)])
+    lo = np.maximum(np.asarray(index) - steps + 1, 0)
+    hi = np.asarray(index) + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt[hi] > cnt[lo], (csum[hi] - csum[lo]) / (cnt[hi] - cnt[lo]), np.nan)
+
+
+def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None,
+                   normal_years: float = 0.0) -> Inits:
+    """The initial states in ``init_period``. With ``normal_years`` > 0 every anomaly is taken from a recent normal:
+    the run's climatology plus the mean anomaly of the last ``normal_years`` years up to each initial time (data
+    known at that time only), so a trend that drifts from the data after the training period stops biasing the
+    forecasts of the model and of every baseline alike."""
     meta = run.metadata
     variables, grid = meta["variables"], Grid.from_dict(meta["grid"])
     ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
@@ -296,27 +321,38 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     index = [int(i) for i in chosen if i >= k - 1]
     if not index:
         raise ValueError(f"no initial time in {init_period!r} has the {k} past states the model needs")
+    if normal_years < 0:
+        raise ValueError(f"normal years must be >= 0; got {normal_years}")
     x = _fields(ds, variables)
-    a_hist = np.stack([x[i - k + 1:i + 1] - prep.clim.at(keys[i - k + 1:i + 1], when[i - k + 1:i + 1])
-                       for i in index])
-    return Inits(ds, g, prep, list(variables), index, keys, when, float(meta["step_years"]), a_hist)
+    step_years = float(meta["step_years"])
+    if normal_years:
+        anomalies = x - prep.clim.at(keys, when)
+        offset = recent_normal(anomalies, index, max(1, int(round(normal_years / step_years))))
+        a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in index]) - offset[:, None]
+    else:
+        offset = None
+        a_hist = np.stack([x[i - k + 1:i + 1] - prep.clim.at(keys[i - k + 1:i + 1], when[i - k + 1:i + 1])
+                           for i in index])
+    return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years))
 
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
              init_period: str | None = None, leads: int = 3, members: int = 16, seed: int = 0,
-             sampling: dict[str, Any] | None = None, progress: bool = False) -> xr.Dataset:
+             sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float = 0.0
+             ) -> xr.Dataset:
     """Roll out ``members`` forecasts of ``leads`` steps from every initial time in ``init_period``.
 
     Returns a Dataset with each variable shaped ``(init_time, lead_time, member, lat, lon)`` in physical units,
     the input's coordinates and attributes, NaN where the initial state is NaN. Member ``m`` of initial time ``i``
     at lead ``l`` is drawn from its own seed, so it does not depend on how many members or initial times are asked.
     The run's calibrated spread inflation scales each sampled residual's deviation from the model's conditional
-    mean (:func:`~sciffusion.training.sampling.conditional_mean`).
+    mean (:func:`~sciffusion.training.sampling.conditional_mean`). ``normal_years`` > 0 takes anomalies from the
+    recent normal (see :func:`initial_states`); the file records it, and ``evaluate`` gives the baselines the same.
     """
     run = load_trained(run, task="forecast")
     if leads < 1 or members < 1:
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
-    st = initial_states(run, data, init_period)
+    st = initial_states(run, data, init_period, normal_years)
     prep, g = st.prep, st.grid
     s = run.sampling_settings(sampling)
     device = resolve_device(s.get("device"))
@@ -340,8 +376,10 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         out[:, lead - 1] = (a_next + st.clim_at_lead(lead)[:, None]).astype(np.float32)
         a_hist = np.concatenate([a_hist[:, 1:], a_next.reshape(I * members, 1, C, *g.shape)], axis=1)
     note = (f"run {run.config.get('out')}, {members} members, {leads} leads, sampler {s['sampler']} {s['steps']} "
-            f"steps, spread inflation {inflation:.3f}")
-    return to_dataset(out, st, "sciffusion diffusion forecast", note, {"sciffusion_inflation": inflation})
+            f"steps, spread inflation {inflation:.3f}" + (f", recent normal of {normal_years:g} years"
+                                                           if normal_years else ""))
+    return to_dataset(out, st, "sciffusion diffusion forecast", note,
+                      {"sciffusion_inflation": inflation, "sciffusion_normal_years": float(normal_years)})
 
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None
