@@ -379,10 +379,18 @@ def test_recent_normal_by_hand_and_shared_by_every_method(ostia_run, tmp_path):
     base0 = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, which=("persistence", "climatology"))
     base1 = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, which=("persistence", "climatology"),
                                normal_years=1)
-    # persistence keeps the initial anomaly whatever it is taken from; the climatology moves by the offset
+    # persistence keeps the initial anomaly whatever it is taken from; the climatology's members are the training
+    # anomalies of the valid month, each from its own recent normal, added to the initial time's normal
     xr.testing.assert_allclose(base0["persistence"], base1["persistence"])
-    shift = (base1["climatology"] - base0["climatology"]).surface_temperature.isel(member=0, lead_time=0).values
-    np.testing.assert_allclose(shift, st.offset[:, 0], equal_nan=True, atol=1e-4)
+    src = open_fields(OSTIA)[0].sel(time=slice("2006-04", "2009-03")).surface_temperature.values
+    t = open_fields(OSTIA)[0].sel(time=slice("2006-04", "2009-03")).time.values
+    from sciffusion.domains.climate.stats import cycle_keys, years
+    a = src[:, None] - plain.prep.clim.at(cycle_keys(t, "month"), years(t))
+    adj = a - recent_normal(a, range(len(a)), 12)
+    month = (plain.keys[plain.index[0]] + 1) % 12
+    want = adj[cycle_keys(t, "month") == month][-3:] + st.clim_at_lead(1)[0]
+    got = base1["climatology"].surface_temperature.isel(init_time=0, lead_time=0).values
+    np.testing.assert_allclose(got, want[:, 0], equal_nan=True, atol=1e-4)
     fc = tmp_path / "fc.nc"
     assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09",
                  "--leads", "2", "--members", "3", "--normal-years", "1", "--out", str(fc)]) == 0
@@ -390,6 +398,32 @@ def test_recent_normal_by_hand_and_shared_by_every_method(ostia_run, tmp_path):
     out = tmp_path / "scores.json"
     assert main(["evaluate", "forecast", "--forecast", str(fc), "--data", str(OSTIA), "--run", str(run),
                  "--baselines", "persistence", "--out", str(out)]) == 0
+
+
+def test_training_on_recent_normal_anomalies_is_the_forecast_default(tmp_path):
+    run, fc = tmp_path / "run", tmp_path / "fc.nc"
+    assert main(["train", "forecast", "--data", str(OSTIA), "--train-period", "2006-04/2009-03", "--out", str(run),
+                 "--max-steps", "2", "--normal-years", "1", *TINY]) == 0
+    assert json.loads((run / "metadata.json").read_text())["normal_years"] == 1.0
+    assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-05",
+                 "--leads", "1", "--members", "2", "--out", str(fc)]) == 0
+    assert xr.open_dataset(fc).attrs["sciffusion_normal_years"] == 1.0   # the run's normal unless overridden
+    # the training windows take their anomalies from the recent normal of their initial time
+    from sciffusion.domains.climate.forecast import ForecastWindows, Preprocess, recent_normal
+    from sciffusion.domains.climate.stats import cycle_keys, years
+    from sciffusion.training.fit import load_trained
+
+    prep = Preprocess.from_run(load_trained(run))
+    ds = open_fields(OSTIA)[0].sel(time=slice("2006-04", "2009-03"))
+    t = ds.time.values
+    keys, when = cycle_keys(t, "month"), years(t)
+    a = ds.surface_temperature.values[:, None] - prep.clim.at(keys, when)
+    off = recent_normal(a, range(len(a)), 12)
+    w = ForecastWindows(ds, ["surface_temperature"], "time", [20], keys, when, prep, np.ones(18), off)
+    item = w[0]
+    k = prep.history
+    want = prep.cond((a[20 - k + 1:21] - off[20])[None])[0]
+    np.testing.assert_allclose(item["cond"].numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -20,7 +20,7 @@ import xarray as xr
 
 from ...training.fit import TrainedRun, load_trained
 from .fields import canonical, open_fields
-from .forecast import Inits, _fields, initial_states, to_dataset
+from .forecast import Inits, _fields, initial_states, recent_normal, to_dataset
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
 
@@ -36,7 +36,10 @@ def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"the data do not hold the run's training period {start} .. {end} needed by the baselines")
     x = _fields(ds.isel({st.grid.time: idx}), st.variables)
     keys, when = st.keys[idx], st.when[idx]
-    return x - st.prep.clim.at(keys, when), keys, when
+    a = x - st.prep.clim.at(keys, when)
+    if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
+        a = a - recent_normal(a, range(len(a)), max(1, int(round(st.normal_years / st.step_years))))
+    return a, keys, when
 
 
 def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_period: str | None = None,

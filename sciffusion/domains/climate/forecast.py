@@ -123,9 +123,10 @@ class ForecastWindows(Dataset):
     (netCDF/zarr, dask): each sample reads ``k + 1`` time steps."""
 
     def __init__(self, ds: xr.Dataset, variables: Sequence[str], time: str, ends: Sequence[int], keys: np.ndarray,
-                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray) -> None:
+                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray, offsets: np.ndarray | None = None
+                 ) -> None:
         self.ds, self.variables, self.time, self.ends = ds, list(variables), time, list(ends)
-        self.keys, self.when, self.prep = keys, when, prep
+        self.keys, self.when, self.prep, self.offsets = keys, when, prep, offsets
         self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
 
     def __len__(self) -> int:
@@ -135,6 +136,8 @@ class ForecastWindows(Dataset):
         t, k = self.ends[j], self.prep.history
         x = _fields(self.ds.isel({self.time: slice(t - k + 1, t + 2)}), self.variables)
         a = x - self.prep.clim.at(self.keys[t - k + 1:t + 2], self.when[t - k + 1:t + 2])
+        if self.offsets is not None:  # the recent normal of the initial time, for inputs and target alike
+            a = a - self.offsets[t]
         return {"x": torch.from_numpy(self.prep.target(a[k - 1], a[k])),
                 "cond": torch.from_numpy(self.prep.cond(a[None, :k])[0]), "weight": self.weight}
 
@@ -146,14 +149,14 @@ class Forecast(Task):
     summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
-                 "harmonics": 3, "static": None, "static_path": None, "val_fraction": 0.15, "batch_size": 16,
-                 "load_max_gb": 2.0, "stats_chunk": 64, "holdout_stats": False},
+                 "harmonics": 3, "normal_years": 0.0, "static": None, "static_path": None, "val_fraction": 0.15,
+                 "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64, "holdout_stats": False},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "inflation": None, "calibrate": True, "calibration_members": 8},
-        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": 0.0},
+        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None},
     }
     train_flags = (
         Flag("--variables", "data.variables", "variables to model (channels); default: every (time, lat, lon) one",
@@ -163,6 +166,8 @@ class Forecast(Task):
         Flag("--climatology", "data.climatology",
              "anomalies from: auto (month for monthly data, doy for daily/sub-daily), month, doy, none"),
         Flag("--trend", "data.trend", "per-cell polynomial trend degree removed with the climatology (0-3)", int),
+        Flag("--normal-years", "data.normal_years",
+             "train (and forecast) on anomalies from a recent normal: the mean anomaly of the last N years", float),
         Flag("--static", "data.static", "static (lat, lon) fields to condition on, e.g. land-sea mask", nargs="+"),
     )
     sample_flags = (
@@ -172,7 +177,7 @@ class Forecast(Task):
         Flag("--members", "forecast.members", "ensemble members", int),
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
         Flag("--normal-years", "forecast.normal_years",
-             "take anomalies from a recent normal: the mean anomaly of the last N years up to each initial time", float),
+             "anomalies from a recent normal of N years up to each initial time (default: the run's)", float),
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
@@ -211,21 +216,31 @@ class Forecast(Task):
         clim = Climatology.fit_stream(read, times[:T], d["climatology"], int(d.get("trend") or 0), chunk,
                                       n_harmonics=int(d.get("harmonics", 3)))
         keys, when = cycle_keys(times, clim.kind), years(times)
-        ar1, anom_std, resid_std, masked = fit_anomaly_stats(
-            lambda lo, hi: read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi]), T, chunk)
+        step_years = float(np.median(np.diff(when)))
+        offsets = None
+        normal_years = float(d.get("normal_years") or 0.0)
+        if normal_years > 0:  # anomalies from a recent normal, as the forecasts will take them (in memory)
+            anomalies = read(0, len(times)) - clim.at(keys, when)
+            offsets = recent_normal(anomalies, range(len(times)), max(1, int(round(normal_years / step_years))))
+
+        def anomalies_of(lo: int, hi: int) -> np.ndarray:
+            a = read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi])
+            return a if offsets is None else a - offsets[lo:hi]
+
+        ar1, anom_std, resid_std, masked = fit_anomaly_stats(anomalies_of, T, chunk)
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
         static = read_static(d, grid)
         prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked)
         w = grid.lat_weights()
-        tr = ForecastWindows(train, variables, grid.time, ends[:len(ends) - n_val], keys, when, prep, w)
-        va = ForecastWindows(train, variables, grid.time, ends[len(ends) - n_val:], keys, when, prep, w)
+        tr = ForecastWindows(train, variables, grid.time, ends[:len(ends) - n_val], keys, when, prep, w, offsets)
+        va = ForecastWindows(train, variables, grid.time, ends[len(ends) - n_val:], keys, when, prep, w, offsets)
         dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
                                  num_workers=int(d.get("num_workers", 0)), seed=int(config["seed"]))
         C = len(variables)
         net = {"dims": 2, "in_channels": C, "cond_channels": prep.cond_channels(C), "periodic": [False, grid.periodic]}
         meta = {"variables": variables, "grid": grid.to_dict(), "climatology": clim.kind, "masked": prep.masked,
-                "step_years": float(np.median(np.diff(when))),
+                "step_years": step_years, "normal_years": normal_years,
                 "attrs": {v: dict(ds[v].attrs) for v in variables}, "coord_attrs": {
                     c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
                 "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
@@ -239,7 +254,7 @@ class Forecast(Task):
         fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
                       leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
                       seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True,
-                      normal_years=float(config["forecast"].get("normal_years") or 0.0))
+                      normal_years=config["forecast"].get("normal_years"))
         return write_netcdf(fc, config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
@@ -338,7 +353,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
              init_period: str | None = None, leads: int = 3, members: int = 16, seed: int = 0,
-             sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float = 0.0
+             sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float | None = None
              ) -> xr.Dataset:
     """Roll out ``members`` forecasts of ``leads`` steps from every initial time in ``init_period``.
 
@@ -347,11 +362,14 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     at lead ``l`` is drawn from its own seed, so it does not depend on how many members or initial times are asked.
     The run's calibrated spread inflation scales each sampled residual's deviation from the model's conditional
     mean (:func:`~sciffusion.training.sampling.conditional_mean`). ``normal_years`` > 0 takes anomalies from the
-    recent normal (see :func:`initial_states`); the file records it, and ``evaluate`` gives the baselines the same.
+    recent normal (see :func:`initial_states`; default: the run's ``data.normal_years``, 0 = none); the file records
+    it, and ``evaluate`` gives the baselines the same.
     """
     run = load_trained(run, task="forecast")
     if leads < 1 or members < 1:
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
+    if normal_years is None:
+        normal_years = float(run.metadata.get("normal_years", 0.0))
     st = initial_states(run, data, init_period, normal_years)
     prep, g = st.prep, st.grid
     s = run.sampling_settings(sampling)
