@@ -14,6 +14,11 @@ from ..diffusion import generators_from_seeds, sample
 from ..diffusion.precond import DenoiserFn
 
 
+def network_autocast(device: torch.device) -> Any:
+    """bf16 autocast for the network on CUDA (the sampler's arithmetic stays fp32), nothing elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
 def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, seeds: Sequence[int], *,
                    sampler: str = "heun", cond: Tensor | None = None, batch_size: int = 32,
                    device: torch.device | str | None = None, progress: bool = False, desc: str = "sampling",
@@ -37,7 +42,7 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, s
     device = torch.device(device) if device is not None else (cond.device if cond is not None else torch.device("cpu"))
     steps = len(sigmas) - 1
     chunks = range(0, n, batch_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = network_autocast(device)
     out = []
     with tqdm(total=steps * len(chunks), desc=desc, disable=not progress, unit="step") as bar, torch.inference_mode():
         for lo in chunks:
@@ -63,7 +68,7 @@ def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, s
     input is the model's conditional mean. Spread inflation scales each member's deviation from it, which keeps a
     member independent of how many others are drawn (inflating about the ensemble mean would not)."""
     device = torch.device(device) if device is not None else cond.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = network_autocast(device)
     out = []
     with torch.inference_mode(), autocast:
         for lo in range(0, len(cond), batch_size):

@@ -20,7 +20,7 @@ import xarray as xr
 
 from ...training.fit import TrainedRun, load_trained
 from .fields import canonical, open_fields
-from .forecast import Inits, _fields, initial_states, recent_normal, to_dataset
+from .forecast import Inits, _fields, initial_states, normal_steps, recent_normal, to_dataset
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
 
@@ -38,7 +38,7 @@ def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndar
     keys, when = st.keys[idx], st.when[idx]
     a = x - st.prep.clim.at(keys, when)
     if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
-        a = a - recent_normal(a, range(len(a)), max(1, int(round(st.normal_years / st.step_years))))
+        a = a - recent_normal(a, range(len(a)), normal_steps(st.normal_years, st.step_years))
     return a, keys, when
 
 

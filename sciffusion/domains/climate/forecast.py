@@ -221,11 +221,13 @@ class Forecast(Task):
         normal_years = float(d.get("normal_years") or 0.0)
         if normal_years > 0:  # anomalies from a recent normal, as the forecasts will take them (in memory)
             anomalies = read(0, len(times)) - clim.at(keys, when)
-            offsets = recent_normal(anomalies, range(len(times)), max(1, int(round(normal_years / step_years))))
+            offsets = recent_normal(anomalies, range(len(times)), normal_steps(normal_years, step_years))
+            recent = anomalies - offsets
 
         def anomalies_of(lo: int, hi: int) -> np.ndarray:
-            a = read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi])
-            return a if offsets is None else a - offsets[lo:hi]
+            if offsets is not None:
+                return recent[lo:hi]
+            return read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi])
 
         ar1, anom_std, resid_std, masked = fit_anomaly_stats(anomalies_of, T, chunk)
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
@@ -304,6 +306,11 @@ class Inits:
         return out if self.offset is None else out + self.offset
 
 
+def normal_steps(normal_years: float, step_years: float) -> int:
+    """The time steps a recent normal of ``normal_years`` averages (at least one)."""
+    return max(1, int(round(normal_years / step_years)))
+
+
 def recent_normal(anomalies: np.ndarray, index: Sequence[int], steps: int) -> np.ndarray:
     """``(I, C, H, W)``: for each initial time ``i`` of ``index``, the mean anomaly of time steps ``i - steps + 1 ..
     i`` (NaN-aware; fewer at the start of the data), known at ``i``: the per-cell "optimal climate normal" offset
@@ -342,7 +349,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     step_years = float(meta["step_years"])
     if normal_years:
         anomalies = x - prep.clim.at(keys, when)
-        offset = recent_normal(anomalies, index, max(1, int(round(normal_years / step_years))))
+        offset = recent_normal(anomalies, index, normal_steps(normal_years, step_years))
         a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in index]) - offset[:, None]
     else:
         offset = None

@@ -130,6 +130,14 @@ def detection_table(scores: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dic
             for m in SCORES if m in scores}
 
 
+def print_detection(scores: pd.DataFrame, labels_csv: str | os.PathLike, index: list[str]) -> None:
+    """Print AUROC/AUPRC of each score column against a CSV of known anomalies indexed by ``index`` (its first
+    column a date)."""
+    labels = pd.read_csv(labels_csv, parse_dates=[index[0]]).set_index(index)
+    for m, v in detection_table(scores, labels).items():
+        print(f"{m:<12} AUROC {v['auroc']:.3f}  AUPRC {v['auprc']:.3f}")
+
+
 @register
 class DayScores(Task):
     name = "day_scores"
@@ -152,7 +160,5 @@ class DayScores(Task):
                            sampling=config.get("sampling", {}))
         atomic_write(config["out"], frame.to_csv().encode())
         if s.get("labels"):
-            labels = pd.read_csv(s["labels"], parse_dates=["date"]).set_index(["date", "asset"])
-            for m, v in detection_table(frame, labels).items():
-                print(f"{m:<12} AUROC {v['auroc']:.3f}  AUPRC {v['auprc']:.3f}")
+            print_detection(frame, s["labels"], ["date", "asset"])
         return config["out"]

@@ -16,7 +16,6 @@ absolute GARCH-standardised shock, blind to the other assets).
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,8 @@ from ...diffusion import denoising_nll, generators_from_seeds
 from ...tasks.base import Flag, Task, register, resolve_device
 from ...training.checkpoint import atomic_write
 from ...training.fit import TrainedRun, load_trained
-from .anomaly import detection_table
+from ...training.sampling import network_autocast
+from .anomaly import print_detection
 from .garch import day_number
 from .scenarios import PCT, ShockModel, path_seeds, read_returns
 from .series import period_slice
@@ -104,9 +104,8 @@ def _diffusion_part(run: TrainedRun, w: np.ndarray, cond: np.ndarray, seeds: lis
                             dtype=torch.float64)
     y = norm.normalize(torch.from_numpy(w.astype(np.float32)))
     c = torch.from_numpy(cond)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     out = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), network_autocast(device):
         for lo in range(0, len(y), batch_size):
             sl = slice(lo, lo + batch_size)
             out.append(denoising_nll(D, y[sl].to(device), sigmas, draws=draws, reference=gaussian,
@@ -188,7 +187,5 @@ class WindowScores(Task):
                               device=config.get("sampling", {}).get("device"))
         atomic_write(config["out"], frame.to_csv().encode())
         if s.get("labels"):
-            labels = pd.read_csv(s["labels"], parse_dates=["origin"]).set_index("origin")
-            for m, v in detection_table(frame, labels).items():
-                print(f"{m:<12} AUROC {v['auroc']:.3f}  AUPRC {v['auprc']:.3f}")
+            print_detection(frame, s["labels"], ["origin"])
         return config["out"]

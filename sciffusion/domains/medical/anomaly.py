@@ -88,6 +88,12 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
     return out
 
 
+def _mean_over(res: dict[float, tuple[np.ndarray, np.ndarray]], levels: Sequence[float]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The signed and absolute :func:`residuals` averaged over ``levels``."""
+    return (sum(res[v][0] for v in levels) / len(levels), sum(res[v][1] for v in levels) / len(levels))
+
+
 def score_map(signed: np.ndarray, absolute: np.ndarray, mask: np.ndarray, score: str = "bandpass",
               smooth: float = 1.5, background: float = 6.0) -> np.ndarray:
     """Voxel scores from mean residuals (0 outside ``mask``). ``abs``: the absolute error smoothed by ``smooth``
@@ -114,8 +120,7 @@ def anomaly_map(run: TrainedRun | str | os.PathLike, scan: Scan, *, sigmas: Sequ
     a = run.config["anomaly"]
     levels = residuals(run, scan, _levels(run) if sigmas is None else list(sigmas), seeds=seeds, steps=steps,
                        memory_gb=memory_gb, device=device)
-    signed = sum(v[0] for v in levels.values()) / len(levels)
-    absolute = sum(v[1] for v in levels.values()) / len(levels)
+    signed, absolute = _mean_over(levels, list(levels))
     pick = lambda v, k, d: float(a.get(k, d) if v is None else v)  # noqa: E731
     return score_map(signed, absolute, scan.mask, a.get("score", "abs") if score is None else score,
                      pick(smooth, "smooth", 2.0), pick(background, "background", 6.0))
@@ -136,8 +141,7 @@ def choose_scoring(run: TrainedRun | str | os.PathLike, scan: Scan, truth: np.nd
     best: tuple[dict[str, Any], float] = ({}, -1.0)
     for k in range(1, len(levels) + 1):
         for subset in itertools.combinations([float(v) for v in levels], k):
-            signed = sum(res[v][0] for v in subset) / k
-            absolute = sum(res[v][1] for v in subset) / k
+            signed, absolute = _mean_over(res, subset)
             for score, smooth, background in candidates:
                 auc = auroc(score_map(signed, absolute, scan.mask, score, smooth, background)[region], truth[region])
                 if auc > best[1]:
