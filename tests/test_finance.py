@@ -11,8 +11,8 @@ from scipy import stats
 
 from sciffusion.cli import main
 from sciffusion.datasets import market_prices
-from sciffusion.domains.finance import (GarchT, acf, aggregated_kurtosis, backtest, christoffersen, es_z2, hill,
-                                        kupiec, leverage, log_returns, pinball, read_table, to_frame)
+from sciffusion.domains.finance import (GarchT, acf, aggregated_kurtosis, backtest, christoffersen, diebold_mariano,
+                                        es_z2, hill, kupiec, leverage, log_returns, pinball, read_table, to_frame)
 from sciffusion.domains.finance.baselines import bootstrap_scenarios
 from sciffusion.domains.finance.features import summaries
 from sciffusion.domains.finance.series import period_slice
@@ -132,6 +132,27 @@ def test_kupiec_and_christoffersen_by_hand():
     assert kupiec(np.zeros(100, bool), 0.01)["lr"] == pytest.approx(-2 * 100 * np.log(0.99))
 
 
+def test_diebold_mariano_against_statsmodels_hac():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    e = rng.standard_normal(400)
+    d = 0.1 + np.convolve(e, [1.0, 0.6, 0.3], "same")  # autocorrelated loss differences, as overlapping windows give
+    a, b = 1.0 + d, np.ones(400)
+    for lag in (0, 2, 5):
+        dm = diebold_mariano(a, b, lag)
+        fit = sm.OLS(d, np.ones(400)).fit(cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": False})
+        assert dm["stat"] == pytest.approx(fit.tvalues[0], rel=1e-9)
+        assert dm["pvalue"] == pytest.approx(fit.pvalues[0], rel=1e-6)
+        assert dm["mean_diff"] == pytest.approx(d.mean())
+    same = diebold_mariano(b + rng.normal(0, 1, 400), b + rng.normal(0, 1, 400))
+    assert same["pvalue"] > 0.01 and diebold_mariano(a, b)["pvalue"] < 0.05
+    with pytest.raises(ValueError, match="constant"):
+        diebold_mariano(b + 1, b)
+    with pytest.raises(ValueError, match="lag"):
+        diebold_mariano(a, b, 400)
+
+
 def test_backtests_accept_a_right_model_and_reject_a_narrow_one():
     rng = np.random.default_rng(2)
     y = rng.standard_t(4, 5000)
@@ -230,6 +251,10 @@ def test_scenarios_end_to_end(tmp_path, prices):
     assert set(rep["skill"]) == {"sciffusion", "gjr_t", "garch_t", "bootstrap"}
     for m in rep["skill"].values():
         assert 0 < m["SP500"]["crps_1d"] < 0.05 and m["SP500"]["var99"]["n"] == 5
+    assert set(rep["versus"]) == {"gjr_t", "garch_t", "bootstrap"}
+    dm = rep["versus"]["gjr_t"]["SP500"]["crps_1d"]
+    assert dm["n"] == 5 and dm["mean_diff"] == pytest.approx(rep["skill"]["sciffusion"]["SP500"]["crps_1d"]
+                                                             - rep["skill"]["gjr_t"]["SP500"]["crps_1d"])
     assert {"real", "sciffusion", "gjr_t"} <= set(rep["stylized_facts"])
     assert len(rep["stylized_facts"]["sciffusion"]["SP500"]["acf_abs"]) == 50
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [

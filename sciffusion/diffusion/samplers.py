@@ -152,26 +152,44 @@ def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generato
 
 @torch.no_grad()
 def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
-             callback: Callback = None, **cond) -> Tensor:
+             callback: Callback = None, sigma_data: float = 0.0, **cond) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in ``lambda = -ln(sigma)``, data prediction.
 
     The first step (and a final step to sigma 0) is first order. 1 NFE per step.
+
+    ``sigma_data > 0`` splits the denoiser into the exact denoiser of ``N(0, sigma_data^2)``,
+    ``sigma_data^2 / (sigma^2 + sigma_data^2) x`` (EDM's skip term), and the rest ``R``. The linear part of the ODE
+    is then integrated exactly (``x / sqrt(sigma^2 + sigma_data^2)`` is constant under it) and only ``R`` is
+    extrapolated, with DPM-Solver++'s multistep weights and the exact integral of its weight,
+    ``(asinh(sigma_data / sigma_next) - asinh(sigma_data / sigma)) / sigma_data``. Unit-variance Gaussian data
+    then come out exact at any number of steps (plain DPM-Solver++(2M) over EDM's grid, 12 steps from sigma 20,
+    gives them a standard deviation of 1.055); near-Gaussian data (normalised residuals and shocks) gain most.
+    ``sigma_data = 0`` is the plain solver, its limit.
     """
     sig = _prepare(x, sigmas)
-    old_denoised, h_last = None, None
+    a = float(sigma_data)
+    if a < 0 or not math.isfinite(a):
+        raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
+    old_rest, h_last = None, None
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
         denoised = _call(denoiser, x, s, cond)
+        rest = denoised - (a * a / (s * s + a * a)) * x if a > 0 else denoised
         if s_next == 0:
             x = denoised
         else:
             h = math.log(s / s_next)
-            d = denoised
-            if old_denoised is not None and h_last is not None and h > 0:
+            d = rest
+            if old_rest is not None and h_last is not None and h > 0:
                 r = h_last / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (s_next / s) * x - math.expm1(-h) * d
+                d = (1 + 1 / (2 * r)) * rest - (1 / (2 * r)) * old_rest
+            if a > 0:
+                root, root_next = math.hypot(s, a), math.hypot(s_next, a)
+                weight = root_next * (math.asinh(a / s_next) - math.asinh(a / s)) / a
+                x = (root_next / root) * x + weight * d
+            else:
+                x = (s_next / s) * x - math.expm1(-h) * d
             h_last = h
-        old_denoised = denoised
+        old_rest = rest
         if callback:
             callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
     return x

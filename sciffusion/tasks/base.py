@@ -31,7 +31,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "trainer": {"max_steps": 2000, "accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
                 "precision": None, "grad_clip": 1.0, "checkpoint_every": 200, "val_every": 200, "progress": True},
     "sampling": {"sampler": "heun", "steps": 32, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
-                 "batch_size": 32, "device": "auto"},
+                 "exact_gaussian": True, "batch_size": 32, "device": "auto"},
 }
 
 
@@ -147,8 +147,10 @@ def sampling_sigmas(sampling: dict[str, Any], device: torch.device | str = "cpu"
 
 
 def sampler_options(sampling: dict[str, Any]) -> dict[str, Any]:
-    """Sampler keyword arguments kept in the config (``S_churn`` etc., ``eta``), passed through to the sampler."""
-    keys = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta")
+    """Sampler keyword arguments kept in the config (``S_churn`` etc., ``eta``, ``exact_gaussian``), passed through to
+    :func:`~sciffusion.training.sample_batched`. Runs saved before ``exact_gaussian`` existed lack it and sample as
+    they did."""
+    keys = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta", "exact_gaussian")
     return {k: sampling[k] for k in keys if sampling.get(k) is not None}
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..diffusion import generators_from_seeds, sample
+from ..diffusion.samplers import SAMPLERS
 from ..diffusion.precond import DenoiserFn
 
 
@@ -19,10 +21,22 @@ def network_autocast(device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+def with_sigma_data(denoiser: DenoiserFn, sampler: str | Callable, options: dict[str, Any],
+                    exact_gaussian: bool) -> dict[str, Any]:
+    """``options`` plus the denoiser's ``sigma_data`` when ``exact_gaussian`` and the sampler takes it (it then
+    integrates the ``N(0, sigma_data^2)`` part of the ODE exactly); unchanged otherwise."""
+    fn = SAMPLERS.get(sampler) if isinstance(sampler, str) else sampler
+    if not exact_gaussian or fn is None or "sigma_data" not in inspect.signature(fn).parameters:
+        return options
+    if getattr(denoiser, "sigma_data", None) is None:
+        raise ValueError("exact_gaussian needs a denoiser with a sigma_data attribute (a sciffusion Denoiser)")
+    return {**options, "sigma_data": float(denoiser.sigma_data)}
+
+
 def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, seeds: Sequence[int], *,
                    sampler: str = "heun", cond: Tensor | None = None, batch_size: int = 32,
                    device: torch.device | str | None = None, progress: bool = False, desc: str = "sampling",
-                   inflation: float = 1.0, **sampler_kwargs: Any) -> Tensor:
+                   inflation: float = 1.0, exact_gaussian: bool = False, **sampler_kwargs: Any) -> Tensor:
     """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` on
     ``device``.
 
@@ -31,6 +45,8 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, s
     and the sampler's arithmetic stay fp32). ``progress`` shows one bar over all sampler steps of all batches.
     ``inflation`` != 1 scales each sample's deviation from the model's conditional mean ``D(0; sigmas[0], cond)``
     (see :func:`conditional_mean`): a spread correction that leaves every sample independent of the others.
+    ``exact_gaussian`` passes the denoiser's ``sigma_data`` to a sampler that takes it (``dpmpp_2m``: the
+    ``N(0, sigma_data^2)`` part of the ODE is then integrated exactly); other samplers run as they are.
     """
     n = len(seeds)
     if n < 1:
@@ -40,6 +56,7 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, s
     if cond is not None and len(cond) != n:
         raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
     device = torch.device(device) if device is not None else (cond.device if cond is not None else torch.device("cpu"))
+    sampler_kwargs = with_sigma_data(denoiser, sampler, sampler_kwargs, exact_gaussian)
     steps = len(sigmas) - 1
     chunks = range(0, n, batch_size)
     autocast = network_autocast(device)

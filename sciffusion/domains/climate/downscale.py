@@ -86,7 +86,7 @@ class Downscale(Task):
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "inflation": None, "calibrate": True, "calibration_members": 8},
+                     "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
         "downscale": {"period": None, "members": 8},
     }
     train_flags = (

@@ -155,7 +155,7 @@ class Forecast(Task):
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "inflation": None, "calibrate": True, "calibration_members": 8},
+                     "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
         "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None},
     }
     train_flags = (

@@ -205,7 +205,7 @@ class Impute(Task):
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
         "sampling": {"sampler": "dpmpp_2m", "steps": 16, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "batch_size": 4096},
+                     "exact_gaussian": True, "batch_size": 4096},
         "impute": {"samples": 100, "method": "sciffusion"},
     }
     train_flags = TABLE_FLAGS + (

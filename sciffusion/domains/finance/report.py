@@ -13,7 +13,7 @@ import xarray as xr
 from ...metrics import crps_ensemble_np
 from ...training.fit import TrainedRun, load_trained
 from .baselines import GarchBaseline, bootstrap_long, bootstrap_scenarios
-from .risk import backtest, pinball, stylized_facts
+from .risk import backtest, diebold_mariano, pinball, stylized_facts
 from .scenarios import read_returns, simulate
 from .series import period_slice
 
@@ -30,19 +30,30 @@ def truth_paths(r: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
+def crps_series(lr: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-origin fair CRPS ``(O, A)`` of the 1-day and of the H-day log return of scenarios ``(O, H, P, A)``
+    against the truth ``(O, H, A)``; NaN where the truth is missing."""
+    def one(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        out = np.full(t.shape, np.nan)
+        ok = np.isfinite(t)
+        out[ok] = crps_ensemble_np(x.transpose(0, 2, 1)[ok], t[ok])
+        return out
+
+    return one(lr[:, 0], y[:, 0]), one(lr.sum(1), y.sum(1))
+
+
 def skill(lr: np.ndarray, y: np.ndarray, assets: list[str]) -> dict[str, Any]:
     """Scores of scenarios ``(O, H, P, A)`` against the truth ``(O, H, A)`` per asset: fair CRPS of the 1-day and
     H-day log return, pinball losses of the 1-day quantiles, VaR/ES backtests at 95% and 99% (1 day)."""
     out: dict[str, Any] = {}
+    c1, ch = crps_series(lr, y)
     for a, name in enumerate(assets):
         x1, y1 = lr[:, 0, :, a], y[:, 0, a]
         ok1 = np.isfinite(y1)
-        xh, yh = lr[:, :, :, a].sum(1), y[:, :, a].sum(1)
-        okh = np.isfinite(yh)
         q = np.quantile(x1[ok1], LEVELS, axis=-1)
         out[name] = {
-            "crps_1d": float(crps_ensemble_np(x1[ok1], y1[ok1]).mean()),
-            "crps_hd": float(crps_ensemble_np(xh[okh], yh[okh]).mean()) if okh.any() else float("nan"),
+            "crps_1d": float(np.nanmean(c1[:, a])),
+            "crps_hd": float(np.nanmean(ch[:, a])) if np.isfinite(ch[:, a]).any() else float("nan"),
             "pinball": {str(lv): pinball(q[i], y1[ok1], lv) for i, lv in enumerate(LEVELS)},
             "var95": backtest(y1[ok1], x1[ok1], 0.05),
             "var99": backtest(y1[ok1], x1[ok1], 0.01),
@@ -80,7 +91,8 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
             raise ValueError(f"unknown baseline {name!r}; choose from gjr_t, garch_t, bootstrap")
     report: dict[str, Any] = {"origins": [str(origins[0].date()), str(origins[-1].date()), len(origins)],
                               "paths": P, "horizon": H, "assets": assets,
-                              "skill": {k: skill(v, y, assets) for k, v in sets.items()}}
+                              "skill": {k: skill(v, y, assets) for k, v in sets.items()},
+                              "versus": versus(sets, y, assets, rows)}
     # Stylized facts on long paths from the state at the first origin, against the real returns of the period.
     hist = r.iloc[:rows[0] + 1]
     real = r.iloc[rows[0] + 1:rows[-1] + 2].dropna().to_numpy()
@@ -97,6 +109,24 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
 
         report["plots"] = risk_plots(scen, y, sets, real, long, assets, plots)
     return report
+
+
+def versus(sets: dict[str, np.ndarray], y: np.ndarray, assets: list[str], rows: np.ndarray) -> dict[str, Any]:
+    """Diebold-Mariano tests of the model's per-origin CRPS against each baseline's, per asset: 1 day ahead (no
+    lag) and over the horizon (Newey-West lag for the overlap of H-day windows from origins ``rows`` apart)."""
+    H = y.shape[1]
+    every = int(np.median(np.diff(rows))) if len(rows) > 1 else 1
+    lag_h = min(max(-(-H // max(every, 1)) - 1, 0), max(len(rows) - 2, 0))
+    model = crps_series(sets["sciffusion"], y)
+    out: dict[str, Any] = {}
+    for name, lr in sets.items():
+        if name == "sciffusion":
+            continue
+        base = crps_series(lr, y)
+        out[name] = {a: {"crps_1d": diebold_mariano(model[0][:, i], base[0][:, i], 0),
+                         "crps_hd": diebold_mariano(model[1][:, i], base[1][:, i], lag_h)}
+                     for i, a in enumerate(assets)}
+    return out
 
 
 def _facts(paths: np.ndarray, assets: list[str]) -> dict[str, Any]:
@@ -123,8 +153,19 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{1e2 * v['var99']['rate']:8.2f} {v['var99']['pvalue']:7.3f} "
                          f"{v['var99']['pvalue_cc']:6.3f} {v['var99']['es_z2']:8.3f}")
     lines += ["(CRPS in percent log return; VaR columns: exceedance rate in %, Kupiec p-value, Christoffersen "
-              "conditional-coverage p-value)", "",
-              f"stylized facts (long paths: {report['long_paths'][0]} x {report['long_paths'][1]} days; real: the "
+              "conditional-coverage p-value)", ""]
+    if report.get("versus"):
+        lines += ["sciffusion against each baseline (Diebold-Mariano on per-origin CRPS; difference in % of the "
+                  "baseline's CRPS, negative = sciffusion better)",
+                  f"{'asset':10s} {'baseline':11s} {'1d diff %':>9s} {'p':>6s} {'Hd diff %':>9s} {'p':>6s}"]
+        for m, per in report["versus"].items():
+            for a in report["assets"]:
+                d1, dh = per[a]["crps_1d"], per[a]["crps_hd"]
+                b = report["skill"][m][a]
+                lines.append(f"{a:10s} {m:11s} {1e2 * d1['mean_diff'] / b['crps_1d']:9.2f} {d1['pvalue']:6.3f} "
+                             f"{1e2 * dh['mean_diff'] / b['crps_hd']:9.2f} {dh['pvalue']:6.3f}")
+        lines.append("")
+    lines += [f"stylized facts (long paths: {report['long_paths'][0]} x {report['long_paths'][1]} days; real: the "
               "scenario period)",
               f"{'asset':10s} {'series':11s} {'kurt':>6s} {'Hill':>5s} {'acf r1':>7s} {'acf|r| 1-50':>11s} "
               f"{'lever 1-10':>10s} {'kurt 1/5/20 days':>18s}"]

@@ -112,7 +112,7 @@ class Scenarios(Task):
                   "ema_half_life": 100.0, "cond_dropout": 0.1},
         "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "batch_size": 4096},
+                     "exact_gaussian": True, "batch_size": 4096},
         "scenarios": {"origins": None, "every": 1, "paths": 200},
         "evaluate": {"long_days": 1000, "long_paths": 16},
     }

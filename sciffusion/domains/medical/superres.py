@@ -27,6 +27,7 @@ from ...diffusion.samplers import SAMPLERS
 from ...tasks.base import Flag, Task, register, resolve_device, sampler_options, sampling_sigmas
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
+from ...training.sampling import with_sigma_data
 from .patches import augment_intensity
 from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare_like, scans_from_config,
                     tiled, train_on_patches)
@@ -201,7 +202,9 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
             for i in range(samples):
                 g = generators_from_seeds([seed + i], device)
                 x = float(sigmas[0]) * randn(shape, g, device=device)
-                res += SAMPLERS[s["sampler"]](D, x, sigmas, generator=g, cond=cond, **sampler_options(s))
+                opts = sampler_options(s)
+                opts = with_sigma_data(D, s["sampler"], opts, bool(opts.pop("exact_gaussian", False)))
+                res += SAMPLERS[s["sampler"]](D, x, sigmas, generator=g, cond=cond, **opts)
             res /= samples
     res = res[0, 0].float().cpu().numpy()
     return lin, np.where(mask & ~_along(kept, axis, lin.shape), res, 0.0).astype(np.float32)
