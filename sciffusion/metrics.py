@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 from torch import Tensor
 
 
@@ -37,6 +37,35 @@ def crps_ensemble_np(x: np.ndarray, y: np.ndarray, fair: bool = True) -> np.ndar
     pair_sum = 2.0 * ((2 * i - M - 1) * xs).sum(-1)  # sum over all ordered pairs of |x_i - x_j|
     spread = pair_sum / (2.0 * M * (M - 1)) if fair else pair_sum / (2.0 * M * M)
     return skill - spread
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int = 0) -> dict[str, float]:
+    """Diebold-Mariano test of equal expected loss for two forecasts of the same targets (e.g. per-origin CRPS).
+
+    ``d = loss_a - loss_b``; its mean over ``n`` forecasts divided by a Newey-West (Bartlett kernel) standard error
+    with ``lag`` autocovariances (``H - 1`` for overlapping H-day forecasts from daily origins, 0 for one step
+    ahead) is asymptotically N(0, 1). Returns ``n``, ``mean_diff`` (negative: ``a`` is better), ``stat`` and the
+    two-sided ``pvalue``. Pairs with a NaN loss are dropped."""
+    d = np.asarray(loss_a, np.float64) - np.asarray(loss_b, np.float64)
+    d = d[np.isfinite(d)]
+    n = d.size
+    if n < 2:
+        raise ValueError(f"the Diebold-Mariano test needs at least 2 paired losses; got {n}")
+    if not 0 <= lag < n:
+        raise ValueError(f"lag must be in [0, {n - 1}]; got {lag}")
+    e = d - d.mean()
+    var = e @ e / n
+    for k in range(1, lag + 1):
+        var += 2.0 * (1.0 - k / (lag + 1)) * (e[k:] @ e[:-k]) / n
+    if not var > 0:
+        raise ValueError("the loss differences are constant: the Diebold-Mariano statistic is undefined")
+    stat = float(d.mean() / np.sqrt(var / n))
+    return {"n": n, "mean_diff": float(d.mean()), "stat": stat, "pvalue": float(2.0 * norm.sf(abs(stat)))}
+
+
+def newey_west_lag(n: int) -> int:
+    """The usual automatic Newey-West lag for ``n`` observations, ``floor(4 (n / 100)^(2/9))``."""
+    return int(4 * (n / 100.0) ** (2.0 / 9.0))
 
 
 def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool

@@ -355,7 +355,22 @@ def test_baselines_and_evaluate(ostia_run, tmp_path, capsys):
     table = json.loads(out.read_text())["surface_temperature"]
     assert set(table) == {"sciffusion", "persistence", "climatology", "damped_persistence", "lim"}
     assert all(table[m]["1"]["crps"] > 0 for m in table)
-    assert "area-weighted fair CRPS" in capsys.readouterr().out
+    # Diebold-Mariano against each baseline: the mean of the per-initial-time differences is the difference of the
+    # table's CRPS (every initial time has the same ocean cells), computed by an independent route here
+    from sciffusion.metrics import diebold_mariano
+
+    ours = ensemble_scores(fc.surface_temperature, truth.surface_temperature, keep=("lead_time", "init_time"))
+    for m in ("persistence", "lim"):
+        vs = table[m]["versus"]["1"]
+        assert vs["mean_diff"] == pytest.approx(table["sciffusion"]["1"]["crps"] - table[m]["1"]["crps"], rel=1e-6)
+        assert vs["n"] == 6 and 0 <= vs["pvalue"] <= 1
+    theirs = ensemble_scores(base["persistence"].surface_temperature, truth.surface_temperature,
+                             keep=("lead_time", "init_time"))
+    ref = diebold_mariano(ours["crps"].isel(lead_time=1).values, theirs["crps"].isel(lead_time=1).values, 2)  # NW lag
+    assert table["persistence"]["versus"]["2"]["stat"] == pytest.approx(ref["stat"])
+    assert "versus" not in table["sciffusion"]
+    printed = capsys.readouterr().out
+    assert "area-weighted fair CRPS" in printed and "Diebold-Mariano" in printed
 
 
 def test_recent_normal_by_hand_and_shared_by_every_method(ostia_run, tmp_path):
@@ -528,6 +543,11 @@ def test_downscale_output_and_evaluate(a1b_downscale, tmp_path, capsys):
     assert set(table) == {"sciffusion", "bilinear", "bicubic", "interp_bias_gaussian"}
     assert table["bilinear"]["spectrum_ratio_fine"] < 1.0  # interpolation is too smooth
     assert table["sciffusion"]["crps"] > 0
+    for m in ("bilinear", "interp_bias_gaussian"):  # per-time differences average to the table's difference
+        vs = table[m]["versus"]
+        assert vs["mean_diff"] == pytest.approx(table["sciffusion"]["crps"] - table[m]["crps"], rel=1e-6)
+        assert 0 <= vs["pvalue"] <= 1
+    assert "versus" not in table["sciffusion"]
 
 
 def test_downscale_from_coarse_file_matches_from_fine(a1b_downscale, tmp_path):

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from ..._version import __version__
 from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
 from ...tasks.calibration import spread_calibrator
+from ...metrics import diebold_mariano, newey_west_lag
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.module import step_seed
@@ -369,17 +370,23 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
                              coords={fine.lat: np.asarray(fine.lat_values)})
         spec_truth = radial_spectrum(truth.values)
         half = len(spec_truth) // 2
-        table[v], spectra = {}, {"truth": spec_truth}
+        table[v], spectra, per_time = {}, {"truth": spec_truth}, {}
         for name, arr in methods.items():
             x = np.where(land[c], np.nan, arr[:, :, c])
             da = xr.DataArray(x, dims=("time", "member", fine.lat, fine.lon),
                               coords={fine.lat: np.asarray(fine.lat_values)}).transpose("time", fine.lat, fine.lon,
                                                                                          "member")
             sc = ensemble_scores(da, truth, keep=())
+            per_time[name] = ensemble_scores(da, truth, keep=("time",))["crps"].values
             spectra[name] = radial_spectrum(x)
             ratio = spectra[name] / spec_truth
             table[v][name] = {k: float(sc[k]) for k in ("crps", "rmse", "spread", "spread_skill")} | {
                 "spectrum_ratio_fine": float(ratio[half:].mean()), "spectrum_ratio_all": float(ratio.mean())}
+        for name in methods:  # Diebold-Mariano on the per-time area-mean CRPS (lag: the automatic Newey-West one)
+            if name != "sciffusion" and len(per_time[name]) > 2:
+                n = len(per_time[name])
+                table[v][name]["versus"] = diebold_mariano(per_time["sciffusion"], per_time[name],
+                                                           min(newey_west_lag(n), n - 1))
         if plots:
             from .plots import spectrum_plot
 
@@ -392,6 +399,9 @@ def format_downscale_table(table: dict[str, Any]) -> str:
     for v, methods in table.items():
         lines.append(f"{v}: area-weighted fair CRPS / RMSE / spread-skill / power ratio (finer half of wavenumbers)")
         for name, e in methods.items():
+            vs = e.get("versus")
+            against = (f"   sciffusion {1e2 * vs['mean_diff'] / e['crps']:+.1f}% (Diebold-Mariano p {vs['pvalue']:.3f})"
+                       if vs else "")
             lines.append(f"  {name:<22} {e['crps']:.4f} / {e['rmse']:.4f} / {e['spread_skill']:.2f} / "
-                         f"{e['spectrum_ratio_fine']:.2f}")
+                         f"{e['spectrum_ratio_fine']:.2f}{against}")
     return "\n".join(lines)

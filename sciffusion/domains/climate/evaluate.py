@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
 from .fields import canonical, open_fields
 from .forecast import Inits, _fields, initial_states, normal_steps, recent_normal, to_dataset
@@ -109,10 +110,16 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
 
 
 def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str, Any]:
-    """``{variable: {method: {lead: {crps, rmse, spread, spread_skill}, "rank_histogram": [...]}}}``."""
+    """``{variable: {method: {lead: {crps, rmse, spread, spread_skill}, "rank_histogram": [...], "versus": {...}}}}``.
+
+    With a ``"sciffusion"`` forecast among them, every other method's ``versus`` holds, per lead, the Diebold-Mariano
+    test of the per-initial-time area-mean CRPS of sciffusion against it (``mean_diff`` < 0: sciffusion better).
+    Consecutive initial times share errors (a drifting normal, lead overlap), so the Newey-West lag is the larger of
+    lead - 1 and the usual automatic lag for their number."""
     table: dict[str, Any] = {}
     for v in truth.data_vars:
         table[v] = {}
+        per_init = {}
         for name, fc in forecasts.items():
             sc = ensemble_scores(fc[v], truth[v], keep=("lead_time",))
             entry: dict[str, Any] = {
@@ -122,21 +129,49 @@ def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str
             if fc.sizes["member"] > 1:
                 entry["rank_histogram"] = rank_histogram(fc[v].isel(lead_time=0), truth[v].isel(lead_time=0)).tolist()
             table[v][name] = entry
+            per_init[name] = ensemble_scores(fc[v], truth[v], keep=("lead_time", "init_time"))["crps"]
+        if "sciffusion" in per_init and per_init["sciffusion"].sizes["init_time"] > 2:
+            ours = per_init["sciffusion"]
+            for name, theirs in per_init.items():
+                if name == "sciffusion":
+                    continue
+                table[v][name]["versus"] = {}
+                for lead in ours["lead_time"].values:
+                    a = ours.sel(lead_time=lead).values
+                    b = theirs.sel(lead_time=lead).values
+                    n = int((np.isfinite(a) & np.isfinite(b)).sum())
+                    if n > 2:
+                        lag = min(max(int(lead) - 1, newey_west_lag(n)), n - 1)
+                        table[v][name]["versus"][str(int(lead))] = diebold_mariano(a, b, lag)
     return table
+
+
+def leads_of(entry: dict[str, Any]) -> list[str]:
+    """The lead keys of a method's entry in a :func:`score_table` (its other keys are summaries)."""
+    return [k for k in entry if k.isdigit()]
 
 
 def format_table(table: dict[str, Any]) -> str:
     lines = []
     for v, methods in table.items():
-        leads = [k for k in next(iter(methods.values())) if k != "rank_histogram"]
+        leads = leads_of(next(iter(methods.values())))
         lines.append(f"{v}: area-weighted fair CRPS / ensemble-mean RMSE / spread-skill by lead")
         lines.append(f"  {'method':<20}" + "".join(f"  lead {lead:<24}" for lead in leads))
         for name, entry in methods.items():
             cells = "".join(f"  {entry[lead]['crps']:.4f} / {entry[lead]['rmse']:.4f} / "
                             f"{entry[lead]['spread_skill']:.2f}".ljust(31) for lead in leads)
             lines.append(f"  {name:<20}{cells}")
+        versus = {name: e["versus"] for name, e in methods.items() if e.get("versus")}
+        if versus:
+            lines.append("  sciffusion against each method: CRPS difference in % of the method's, Diebold-Mariano p "
+                         "(per initial time; negative = sciffusion better)")
+            for name, per_lead in versus.items():
+                cells = "".join(
+                    (f"  {1e2 * per_lead[lead]['mean_diff'] / methods[name][lead]['crps']:+.1f}% "
+                     f"(p {per_lead[lead]['pvalue']:.3f})" if lead in per_lead else "  -").ljust(31)
+                    for lead in leads)
+                lines.append(f"  {name:<20}{cells}")
     return "\n".join(lines)
-
 
 
 def evaluate_forecast(forecast_ds: xr.Dataset, data, run: TrainedRun | str | pathlib.Path | None = None, *,

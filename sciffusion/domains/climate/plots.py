@@ -39,7 +39,7 @@ def forecast_plots(table: dict[str, Any], fc: xr.Dataset, truth: xr.Dataset, out
     for v, methods in table.items():
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, entry in methods.items():
-            leads = [k for k in entry if k != "rank_histogram"]
+            leads = [k for k in entry if k.isdigit()]
             ax.plot([int(k) for k in leads], [entry[k]["crps"] for k in leads], marker="o", label=name,
                     lw=2.5 if name == "sciffusion" else 1.2)
         ax.set(xlabel="lead (time steps)", ylabel=f"fair CRPS ({fc[v].attrs.get('units', '')})",

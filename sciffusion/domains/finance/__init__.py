@@ -5,8 +5,9 @@ from .anomaly import DayScores, day_scores, detection_table, inject_anomalies
 from .garch import GarchT
 from .impute import Impute, hide_stretches, imputation_report, imputation_scores, impute, impute_baseline
 from .report import format_report, risk_report
-from .risk import (acf, aggregated_kurtosis, backtest, christoffersen, diebold_mariano, es_z2, hill, kupiec, leverage,
-                   pinball, stylized_facts, var_es)
+from ...metrics import diebold_mariano
+from .risk import (acf, aggregated_kurtosis, backtest, christoffersen, es_z2, hill, kupiec, leverage, pinball,
+                   stylized_facts, var_es)
 from .scenarios import Scenarios, scenarios, simulate
 from .series import log_returns, read_table, to_frame
 from .windows import WindowScores, inject_window_anomalies, window_scores

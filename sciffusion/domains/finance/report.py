@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ...metrics import crps_ensemble_np
+from ...metrics import crps_ensemble_np, diebold_mariano
 from ...training.fit import TrainedRun, load_trained
 from .baselines import GarchBaseline, bootstrap_long, bootstrap_scenarios
-from .risk import backtest, diebold_mariano, pinball, stylized_facts
+from .risk import backtest, pinball, stylized_facts
 from .scenarios import read_returns, simulate
 from .series import period_slice
 
