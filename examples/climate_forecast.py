@@ -4,9 +4,11 @@
 
 Data: HadCM3 A1B annual surface air temperature over North America, 1860-2099 (datasets/hadcm3_a1b_north_america,
 Open Government Licence). Trains on 1860-2029 (its last 15% validates and calibrates the spread), forecasts 1-3 years
-ahead from every year 2030-2096 with 8 members, and scores the forecast and four baselines fitted on 1860-2029:
-persistence, probabilistic climatology, damped persistence (per-cell AR(1)) and a linear inverse model. These are
-the same three commands a user types; they are printed as they run. The figures (CRPS by lead, rank
+ahead from every year 2030-2096 with 8 members, each on its own climatology and trend refitted to the training years
+resampled in 10-year blocks (the extrapolated trend's uncertainty), and scores the forecast and four baselines fitted
+on 1860-2029: persistence, probabilistic climatology, damped persistence (per-cell AR(1)) and a linear inverse model
+(the last two with the same per-member normals). These are the same three commands a user types; they are printed
+as they run. The figures (CRPS by lead, rank
 histogram, maps) need matplotlib (`pip install -e ".[plots]"`).
 """
 
@@ -25,7 +27,7 @@ steps = [
     ["train", "forecast", "--data", data, "--train-period", "1860/2029", "--trend", "2", "--out", run,
      "--set", "trainer.progress=false"],
     ["forecast", "--run", run, "--data", data, "--init-period", "2030/2096", "--leads", "3", "--members", "8",
-     "--out", fc],
+     "--normal-uncertainty", "10", "--out", fc],
     ["evaluate", "forecast", "--forecast", fc, "--truth", data, "--run", run, "--out", scores,
      "--plots", work / "plots"],
 ]

@@ -14,7 +14,7 @@ from sciffusion.domains.climate import Grid, canonical, crps_ensemble, open_fiel
 from sciffusion.domains.climate.evaluate import baseline_forecasts, truth_for
 from sciffusion.domains.climate.forecast import forecast, select_period
 from sciffusion.domains.climate.scores import ensemble_scores, rank_histogram
-from sciffusion.domains.climate.stats import AR1, LIM, Climatology, choose_cycle
+from sciffusion.domains.climate.stats import AR1, LIM, Climatology, choose_cycle, cycle_keys, years
 
 OSTIA = datasets.path("ostia_sst")
 A1B = datasets.path("hadcm3_a1b")
@@ -623,3 +623,82 @@ def test_streamed_downscale_statistics_match_in_memory():
     np.testing.assert_allclose(one.mean, np.nanmean(x, axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(one.std, np.nanstd(x, axis=(0, 2, 3)), rtol=1e-9)
     assert one.land[1, 0, :4].all() and not one.land[0].any()
+
+
+# --- the uncertainty of the normal (bootstrapped climatology and trend per member) ------------------------------
+
+def test_design_reproduces_the_fitted_climatology():
+    rng = np.random.default_rng(0)
+    times = xr.date_range("2000-01-01", periods=3 * 365, freq="D", calendar="noleap", use_cftime=True)
+    when = years(times)
+    x = (0.3 * (when - 2001)[:, None, None, None] + np.sin(2 * np.pi * when)[:, None, None, None]
+         + rng.normal(0, 0.1, (len(when), 1, 2, 3)))
+    clim = Climatology.fit(x, times, "doy", trend_degree=2, n_harmonics=3)
+    keys = cycle_keys(times, clim.kind)
+    d = len(clim.trend) - 1
+    coef = np.concatenate([clim.trend[:d], clim.harmonics, clim.mean], axis=0)  # the design's column order
+    np.testing.assert_allclose(np.tensordot(clim.design(keys, when), coef, axes=(1, 0)), clim.at(keys, when),
+                               atol=1e-10)
+
+
+def test_bootstrap_normals_match_the_slope_standard_error():
+    from sciffusion.domains.climate.stats import bootstrap_normals
+
+    rng = np.random.default_rng(1)
+    times = xr.date_range("1900-01-01", periods=120, freq="YS", use_cftime=True)
+    when = years(times)
+    x = 0.02 * (when - 1950)[:, None, None, None] + rng.normal(0, 0.5, (120, 1, 1, 400))
+    clim = Climatology.fit(x, times, "none", trend_degree=1)
+    keys = cycle_keys(times, clim.kind)
+    a = x - clim.at(keys, when)
+    # block = the whole record: the resample is the record itself, whose refit changes nothing
+    same = bootstrap_normals(clim, a, keys, when, 2, block=120)
+    assert np.abs(same).max() < 1e-10
+    # iid blocks of one year: the spread of the refitted slopes is the OLS standard error (within sampling error)
+    boot = bootstrap_normals(clim, a, keys, when, 200, block=1, seed=3)
+    slope_sd = boot[:, 0].std(0).mean() / clim.scale  # per year
+    u = when - when.mean()
+    se = a.std() / np.sqrt((u**2).sum())
+    assert slope_sd == pytest.approx(se, rel=0.1)
+    # member m's refit depends on (seed, m) only
+    np.testing.assert_array_equal(bootstrap_normals(clim, a, keys, when, 3, 10, seed=3),
+                                  bootstrap_normals(clim, a, keys, when, 5, 10, seed=3)[:3])
+    with pytest.raises(ValueError, match="block"):
+        bootstrap_normals(clim, a, keys, when, 2, block=121)
+
+
+def test_lim_ensemble_from_one_state_per_member():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(60, 1, 4, 5))
+    lim = LIM.fit(a, np.ones(4))
+    one = lim.ensemble(a[-1], 2, 3, np.random.default_rng(7))
+    each = lim.ensemble(np.stack([a[-1]] * 3), 2, 3, np.random.default_rng(7))
+    np.testing.assert_allclose(one, each)
+    with pytest.raises(ValueError, match="members"):
+        lim.ensemble(np.stack([a[-1]] * 2), 2, 3, np.random.default_rng(7))
+
+
+def test_forecast_with_normal_uncertainty(ostia_run, tmp_path):
+    run, plain_path = ostia_run
+    fc = tmp_path / "fc_nu.nc"
+    assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09",
+                 "--leads", "2", "--members", "3", "--normal-uncertainty", "0.5", "--out", str(fc)]) == 0
+    nu, plain = xr.open_dataset(fc), xr.open_dataset(plain_path)
+    assert nu.attrs["sciffusion_normal_uncertainty"] == 0.5 and plain.attrs["sciffusion_normal_uncertainty"] == 0
+    v, p = nu.surface_temperature, plain.surface_temperature
+    assert v.shape == p.shape
+    np.testing.assert_array_equal(np.isnan(v.values), np.isnan(p.values))  # land stays NaN
+    assert np.nanmax(np.abs(v.values - p.values)) > 1e-3  # each member moved with its own normal
+    # evaluate hands the same normals to the baselines that start from the initial anomaly
+    from sciffusion.domains.climate.evaluate import baseline_forecasts
+
+    with_nu = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=3,
+                                 which=("damped_persistence", "persistence"), normal_uncertainty=0.5)
+    without = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=3,
+                                 which=("damped_persistence", "persistence"))
+    xr.testing.assert_identical(with_nu["persistence"].surface_temperature, without["persistence"].surface_temperature)
+    assert np.nanmax(np.abs(with_nu["damped_persistence"].surface_temperature.values
+                            - without["damped_persistence"].surface_temperature.values)) > 1e-3
+    with pytest.raises(ValueError, match="one or the other"):
+        forecast(run, OSTIA, init_period="2009-04/2009-09", leads=1, members=2, normal_years=1,
+                 normal_uncertainty=0.5)

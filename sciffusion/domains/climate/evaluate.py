@@ -21,44 +21,34 @@ import xarray as xr
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
 from .fields import canonical, open_fields
-from .forecast import Inits, _fields, initial_states, normal_steps, recent_normal, to_dataset
+from .forecast import _fields, initial_states, normal_shifts, to_dataset, training_anomalies
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
 
 BASELINES = ("persistence", "climatology", "damped_persistence", "lim")
 
 
-def _training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    start, end = run.metadata["train_period"]
-    ds = st.ds
-    t = ds[st.grid.time].values
-    idx = [i for i, v in enumerate(t) if str(v) >= start and str(v) <= end]
-    if len(idx) < 3:
-        raise ValueError(f"the data do not hold the run's training period {start} .. {end} needed by the baselines")
-    x = _fields(ds.isel({st.grid.time: idx}), st.variables)
-    keys, when = st.keys[idx], st.when[idx]
-    a = x - st.prep.clim.at(keys, when)
-    if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
-        a = a - recent_normal(a, range(len(a)), normal_steps(st.normal_years, st.step_years))
-    return a, keys, when
-
-
 def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_period: str | None = None,
                        leads: int = 3, members: int = 16, seed: int = 0,
-                       which: tuple[str, ...] = BASELINES, normal_years: float = 0.0) -> dict[str, xr.Dataset]:
+                       which: tuple[str, ...] = BASELINES, normal_years: float = 0.0,
+                       normal_uncertainty: float = 0.0) -> dict[str, xr.Dataset]:
     """The baselines' forecasts for the same initial times, leads and grid as :func:`~.forecast.forecast` (and
-    the same recent normal: ``normal_years``)."""
+    the same recent normal: ``normal_years``). With ``normal_uncertainty`` the two ensemble baselines that start from
+    the initial anomaly (damped persistence, LIM) get one bootstrapped normal per member, as the model's members do
+    (member ``m``'s is the model's member ``m``'s at the same seed); persistence and climatology keep the run's."""
     run = load_trained(run, task="forecast")
     st = initial_states(run, data, init_period, normal_years)
     unknown = set(which) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
-    a_train, keys_train, when_train = _training_anomalies(run, st)
+    a_train, keys_train, when_train = training_anomalies(run, st)
     a0 = st.a_hist[:, -1]                                   # (I, C, H, W)
     I, C, H, W = a0.shape
     valid = np.isfinite(a0)
     rng = np.random.default_rng(seed)
     ar1 = st.prep.ar1
+    shift = normal_shifts(run, st, members, normal_uncertainty, seed)
+    a0m = a0[:, None] if shift is None else a0[:, None] - shift(*st.past_time(0))       # (I, 1 or M, C, H, W)
     out: dict[str, xr.Dataset] = {}
     for name in which:
         if name == "persistence":
@@ -73,14 +63,17 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
             an = np.stack([np.stack([per_group[(st.keys[i] + lead) % G][-M:] for i in st.index])
                            for lead in range(1, leads + 1)], axis=1)              # (I, L, M, C, H, W)
         elif name == "damped_persistence":
-            an = np.stack([ar1.mean(a0, lead)[:, None] + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
+            an = np.stack([ar1.mean(a0m, lead) + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
                            for lead in range(1, leads + 1)], axis=1)
         else:
             lim = LIM.fit(a_train, st.grid.lat_weights())
-            an = np.stack([lim.ensemble(np.nan_to_num(a0[i]), leads, members, rng) for i in range(I)])
+            an = np.stack([lim.ensemble(np.nan_to_num(a0m[i] if shift is not None else a0[i]), leads, members, rng)
+                           for i in range(I)])
             an = an.transpose(0, 2, 1, 3, 4, 5)                                   # (I, L, M, C, H, W)
         an = np.where(valid[:, None, None], an, np.nan)
         fields = an + np.stack([st.clim_at_lead(lead) for lead in range(1, leads + 1)], axis=1)[:, :, None]
+        if shift is not None and name in ("damped_persistence", "lim"):
+            fields = fields + np.stack([shift(*st.valid_time(lead)) for lead in range(1, leads + 1)], axis=1)
         out[name] = to_dataset(fields.astype(np.float32), st, f"{name} baseline",
                                f"fitted on {run.metadata['train_period'][0]} .. {run.metadata['train_period'][1]}")
     return out
@@ -184,5 +177,7 @@ def evaluate_forecast(forecast_ds: xr.Dataset, data, run: TrainedRun | str | pat
         t = forecast_ds["init_time"].values
         methods |= baseline_forecasts(run, data, init_period=f"{t[0]}/{t[-1]}", leads=forecast_ds.sizes["lead_time"],
                                       members=members, seed=seed, which=tuple(baselines),
-                                      normal_years=float(forecast_ds.attrs.get("sciffusion_normal_years", 0.0)))
+                                      normal_years=float(forecast_ds.attrs.get("sciffusion_normal_years", 0.0)),
+                                      normal_uncertainty=float(forecast_ds.attrs.get("sciffusion_normal_uncertainty",
+                                                                                     0.0)))
     return score_table(methods, truth)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from ...training.module import step_seed
 from ...training.sampling import sample_batched
 from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
 from .fields import Grid, canonical, open_fields, static_field
-from .stats import AR1, Climatology, cycle_keys, fit_anomaly_stats, years
+from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, fit_anomaly_stats, years
 
 
 def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
@@ -156,7 +156,7 @@ class Forecast(Task):
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
-        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None},
+        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None, "normal_uncertainty": 0.0},
     }
     train_flags = (
         Flag("--variables", "data.variables", "variables to model (channels); default: every (time, lat, lon) one",
@@ -178,6 +178,9 @@ class Forecast(Task):
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
         Flag("--normal-years", "forecast.normal_years",
              "anomalies from a recent normal of N years up to each initial time (default: the run's)", float),
+        Flag("--normal-uncertainty", "forecast.normal_uncertainty",
+             "give each member its own climatology and trend, refitted to the training years resampled in blocks of "
+             "N years (e.g. 10; 0 = off)", float),
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
@@ -256,7 +259,8 @@ class Forecast(Task):
         fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
                       leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
                       seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True,
-                      normal_years=config["forecast"].get("normal_years"))
+                      normal_years=config["forecast"].get("normal_years"),
+                      normal_uncertainty=float(config["forecast"].get("normal_uncertainty") or 0.0))
         return write_netcdf(fc, config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
@@ -298,11 +302,21 @@ class Inits:
     def times(self) -> list:
         return [self.ds[self.grid.time].values[i] for i in self.index]
 
+    def valid_time(self, lead: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cycle keys and fractional years ``(I,)`` of the valid times ``lead`` steps after each initial time (past
+        the end of the data too)."""
+        return (np.array([self.keys[i] + lead for i in self.index]),
+                np.array([self.when[i] + lead * self.step_years for i in self.index]))
+
+    def past_time(self, back: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cycle keys and fractional years ``(I,)`` of the states ``back`` steps before each initial time."""
+        rows = [i - back for i in self.index]
+        return self.keys[rows], self.when[rows]
+
     def clim_at_lead(self, lead: int) -> np.ndarray:
         """``(I, C, H, W)`` expected field at the valid time of ``lead``: the climatology, plus the recent normal's
         offset when there is one (every method's anomalies are taken from it)."""
-        out = self.prep.clim.at(np.array([self.keys[i] + lead for i in self.index]),
-                                np.array([self.when[i] + lead * self.step_years for i in self.index]))
+        out = self.prep.clim.at(*self.valid_time(lead))
         return out if self.offset is None else out + self.offset
 
 
@@ -322,6 +336,45 @@ def recent_normal(anomalies: np.ndarray, index: Sequence[int], steps: int) -> np
     hi = np.asarray(index) + 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt[hi] > cnt[lo], (csum[hi] - csum[lo]) / (cnt[hi] - cnt[lo]), np.nan)
+
+
+def training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run's training-period anomalies in ``st``'s data ``(T, C, H, W)`` with their cycle keys and fractional
+    years (from the recent normal when ``st`` has one); the baselines and the normal's bootstrap fit on them."""
+    start, end = run.metadata["train_period"]
+    ds = st.ds
+    t = ds[st.grid.time].values
+    idx = [i for i, v in enumerate(t) if str(v) >= start and str(v) <= end]
+    if len(idx) < 3:
+        raise ValueError(f"the data do not hold the run's training period {start} .. {end} needed by the baselines")
+    x = _fields(ds.isel({st.grid.time: idx}), st.variables)
+    keys, when = st.keys[idx], st.when[idx]
+    a = x - st.prep.clim.at(keys, when)
+    if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
+        a = a - recent_normal(a, range(len(a)), normal_steps(st.normal_years, st.step_years))
+    return a, keys, when
+
+
+def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: float, seed: int
+                  ) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """With ``normal_uncertainty`` > 0 (years): ``shift(keys, when) -> (I, M, C, H, W)``, each member's normal minus
+    the run's at those times, from the climatology refitted to the training anomalies resampled in blocks of that
+    many years (:func:`~.stats.bootstrap_normals`; member ``m``'s from ``(seed, m)``). None when 0."""
+    if not normal_uncertainty:
+        return None
+    if normal_uncertainty < 0:
+        raise ValueError(f"normal uncertainty must be >= 0 years; got {normal_uncertainty}")
+    if st.normal_years:
+        raise ValueError("normal uncertainty perturbs the run's climatology, which a recent normal replaces: "
+                         "use one or the other")
+    a_train, keys_train, when_train = training_anomalies(run, st)
+    block = max(1, int(round(float(normal_uncertainty) / st.step_years)))
+    dbeta = bootstrap_normals(st.prep.clim, a_train, keys_train, when_train, members, block, seed)
+
+    def shift(keys: np.ndarray, when: np.ndarray) -> np.ndarray:
+        return np.tensordot(st.prep.clim.design(keys, when), dbeta, axes=(1, 1))
+
+    return shift
 
 
 def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None,
@@ -360,8 +413,8 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
              init_period: str | None = None, leads: int = 3, members: int = 16, seed: int = 0,
-             sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float | None = None
-             ) -> xr.Dataset:
+             sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float | None = None,
+             normal_uncertainty: float = 0.0) -> xr.Dataset:
     """Roll out ``members`` forecasts of ``leads`` steps from every initial time in ``init_period``.
 
     Returns a Dataset with each variable shaped ``(init_time, lead_time, member, lat, lon)`` in physical units,
@@ -371,6 +424,12 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     mean (:func:`~sciffusion.training.sampling.conditional_mean`). ``normal_years`` > 0 takes anomalies from the
     recent normal (see :func:`initial_states`; default: the run's ``data.normal_years``, 0 = none); the file records
     it, and ``evaluate`` gives the baselines the same.
+
+    ``normal_uncertainty`` > 0 (years) gives each member its own climatology and trend, refitted to the training
+    years resampled in blocks of that many years (:func:`~.stats.bootstrap_normals`; the data must hold the run's
+    training period): the member's past states become anomalies from it and its forecasts are returned on it. A
+    trend extrapolated past the training period is uncertain, and an ensemble that shares one normal misses that
+    error (spread/skill under 1 on years after the training period while it is 1 on the validation years).
     """
     run = load_trained(run, task="forecast")
     if leads < 1 or members < 1:
@@ -385,6 +444,11 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     I, C = st.a_hist.shape[0], len(st.variables)
     valid = np.isfinite(st.a_hist[:, -1])                                                   # (I, C, H, W)
     a_hist = np.repeat(st.a_hist, members, axis=0)                                          # (I*M, k, C, H, W)
+    shift = normal_shifts(run, st, members, normal_uncertainty, seed)
+    if shift is not None:  # each member's past states as anomalies from its own normal
+        k = prep.history
+        past = np.stack([shift(*st.past_time(k - 1 - j)) for j in range(k)], axis=2)    # (I, M, k, C, H, W)
+        a_hist = a_hist - past.reshape(a_hist.shape)
     inflation = float(s.get("inflation") or 1.0)
     sigmas = sampling_sigmas(s, device)
     out = np.empty((I, leads, members, C, *g.shape), dtype=np.float32)
@@ -398,13 +462,16 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         r = (z * prep.resid_std[None, :, None, None]).reshape(I, members, C, *g.shape)
         a_next = prep.ar1.phi * a_hist[:, -1].reshape(I, members, C, *g.shape) + r
         a_next = np.where(valid[:, None], a_next, np.nan)
-        out[:, lead - 1] = (a_next + st.clim_at_lead(lead)[:, None]).astype(np.float32)
+        expected = st.clim_at_lead(lead)[:, None] + (0.0 if shift is None else shift(*st.valid_time(lead)))
+        out[:, lead - 1] = (a_next + expected).astype(np.float32)
         a_hist = np.concatenate([a_hist[:, 1:], a_next.reshape(I * members, 1, C, *g.shape)], axis=1)
     note = (f"run {run.config.get('out')}, {members} members, {leads} leads, sampler {s['sampler']} {s['steps']} "
             f"steps, spread inflation {inflation:.3f}" + (f", recent normal of {normal_years:g} years"
-                                                           if normal_years else ""))
+                                                           if normal_years else "")
+            + (f", normal bootstrapped in {normal_uncertainty:g}-year blocks" if normal_uncertainty else ""))
     return to_dataset(out, st, "sciffusion diffusion forecast", note,
-                      {"sciffusion_inflation": inflation, "sciffusion_normal_years": float(normal_years)})
+                      {"sciffusion_inflation": inflation, "sciffusion_normal_years": float(normal_years),
+                       "sciffusion_normal_uncertainty": float(normal_uncertainty or 0.0)})
 
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None

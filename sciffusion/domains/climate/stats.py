@@ -194,6 +194,16 @@ class Climatology:
             m[np.ix_(present, np.flatnonzero(ok))] = coef[d + 2 * nh:]
         return cls(kind, mean, trend, t0 if trend_degree else 0.0, scale if trend_degree else 1.0, harm)
 
+    def design(self, keys: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """``(T, K)`` regressors of the fit at cycle groups ``keys`` and fractional years ``when``: the trend's powers
+        of time without the constant, the harmonics, one indicator per cycle group."""
+        d = 0 if self.trend is None else len(self.trend) - 1
+        nh = 0 if self.harmonics is None else len(self.harmonics) // 2
+        when = np.atleast_1d(np.asarray(when, dtype=np.float64))
+        onehot = (np.asarray(keys)[:, None] % self.groups == np.arange(self.groups)[None]).astype(np.float64)
+        return np.concatenate([np.vander((when - self.t0) / self.scale, d + 1)[:, :-1], harmonics(when, nh), onehot],
+                              axis=1)
+
     @staticmethod
     def _poly(coef: np.ndarray, u: np.ndarray) -> np.ndarray:
         powers = np.vander(np.atleast_1d(u), len(coef))                      # (T, degree + 1)
@@ -228,6 +238,31 @@ class Climatology:
     def from_state(cls, kind: str, s: dict[str, np.ndarray]) -> Climatology:
         t0, scale = s.get("clim_t0_scale", np.array([0.0, 1.0]))
         return cls(kind, s["clim_mean"], s.get("clim_trend"), float(t0), float(scale), s.get("clim_harmonics"))
+
+
+def bootstrap_normals(clim: Climatology, anomalies: np.ndarray, keys: np.ndarray, when: np.ndarray, members: int,
+                      block: int, seed: int = 0) -> np.ndarray:
+    """How uncertain the fitted normal is: ``(members, K, C, H, W)`` perturbations of the regression coefficients of
+    ``clim`` (see :meth:`Climatology.design`), one per member, each the refit of the climatology to its training
+    ``anomalies`` ``(T, C, H, W)`` (the fit's residuals, at ``keys``/``when``) resampled in moving blocks of ``block``
+    time steps (a residual block bootstrap: the blocks keep the year-to-year and the spatial correlation). The
+    perturbation of the normal at any time is ``design(keys, when) @ perturbation``; it grows where the trend is
+    extrapolated. Member ``m``'s blocks come from ``(seed, m)`` only. Cells with a gap get none."""
+    T = len(anomalies)
+    if not 1 <= block <= T:
+        raise ValueError(f"the bootstrap block must be 1..{T} time steps (the training length); got {block}")
+    X = clim.design(keys, when)
+    pinv = np.linalg.pinv(X)                                                  # (K, T): least squares on X
+    cells = anomalies.reshape(T, -1)
+    ok = np.isfinite(cells).all(0)
+    E = np.where(ok, cells, 0.0)
+    out = np.empty((members, X.shape[1], *anomalies.shape[1:]))
+    for m in range(members):
+        rng = np.random.default_rng([int(seed), m, 0x6E6F726D])
+        starts = rng.integers(0, T - block + 1, size=-(-T // block))
+        idx = (starts[:, None] + np.arange(block)[None]).reshape(-1)[:T]
+        out[m] = (pinv @ E[idx] * ok).reshape(X.shape[1], *anomalies.shape[1:])
+    return out
 
 
 @dataclass
@@ -315,9 +350,14 @@ class LIM:
         return cls(eofs, sqrt_w, valid, A, Q_chol, resid.std(0))
 
     def ensemble(self, a0: np.ndarray, leads: int, members: int, rng: np.random.Generator) -> np.ndarray:
-        """``(members, leads, C, H, W)`` anomaly trajectories from one initial anomaly ``a0`` (``(C, H, W)``)."""
-        shape = a0.shape
-        p = np.broadcast_to((a0.reshape(-1)[self.valid] * self.sqrt_w) @ self.eofs.T, (members, len(self.A))).copy()
+        """``(members, leads, C, H, W)`` anomaly trajectories from one initial anomaly ``a0`` (``(C, H, W)``), or from
+        one per member (``(members, C, H, W)``)."""
+        per_member = a0.ndim == 4
+        if per_member and len(a0) != members:
+            raise ValueError(f"got {len(a0)} initial anomalies for {members} members")
+        shape = a0.shape[1:] if per_member else a0.shape
+        flat = a0.reshape(members if per_member else 1, -1)[:, self.valid]
+        p = np.broadcast_to((flat * self.sqrt_w) @ self.eofs.T, (members, len(self.A))).copy()
         out = np.full((members, leads, int(np.prod(shape))), np.nan)
         for lead in range(leads):
             p = p @ self.A.T + rng.standard_normal(p.shape) @ self.Q_chol.T
