@@ -369,6 +369,9 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
                          "use one or the other")
     a_train, keys_train, when_train = training_anomalies(run, st)
     block = max(1, int(round(float(normal_uncertainty) / st.step_years)))
+    if block > len(a_train):
+        raise ValueError(f"normal uncertainty blocks of {normal_uncertainty:g} years are longer than the training "
+                         f"period ({len(a_train) * st.step_years:g} years)")
     dbeta = bootstrap_normals(st.prep.clim, a_train, keys_train, when_train, members, block, seed)
 
     def shift(keys: np.ndarray, when: np.ndarray) -> np.ndarray:
