@@ -42,11 +42,13 @@ def crps_series(lr: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return one(lr[:, 0], y[:, 0]), one(lr.sum(1), y.sum(1))
 
 
-def skill(lr: np.ndarray, y: np.ndarray, assets: list[str]) -> dict[str, Any]:
+def skill(lr: np.ndarray, y: np.ndarray, assets: list[str],
+          crps: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Scores of scenarios ``(O, H, P, A)`` against the truth ``(O, H, A)`` per asset: fair CRPS of the 1-day and
-    H-day log return, pinball losses of the 1-day quantiles, VaR/ES backtests at 95% and 99% (1 day)."""
+    H-day log return, pinball losses of the 1-day quantiles, VaR/ES backtests at 95% and 99% (1 day). ``crps``: the
+    scenarios' :func:`crps_series`, when already computed."""
     out: dict[str, Any] = {}
-    c1, ch = crps_series(lr, y)
+    c1, ch = crps if crps is not None else crps_series(lr, y)
     for a, name in enumerate(assets):
         x1, y1 = lr[:, 0, :, a], y[:, 0, a]
         ok1 = np.isfinite(y1)
@@ -89,10 +91,11 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
             sets[name] = bootstrap_scenarios(r, rows, P, H, seed)
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from gjr_t, garch_t, bootstrap")
+    crps = {k: crps_series(v, y) for k, v in sets.items()}
     report: dict[str, Any] = {"origins": [str(origins[0].date()), str(origins[-1].date()), len(origins)],
                               "paths": P, "horizon": H, "assets": assets,
-                              "skill": {k: skill(v, y, assets) for k, v in sets.items()},
-                              "versus": versus(sets, y, assets, rows)}
+                              "skill": {k: skill(v, y, assets, crps[k]) for k, v in sets.items()},
+                              "versus": versus(crps, H, assets, rows)}
     # Stylized facts on long paths from the state at the first origin, against the real returns of the period.
     hist = r.iloc[:rows[0] + 1]
     real = r.iloc[rows[0] + 1:rows[-1] + 2].dropna().to_numpy()
@@ -111,18 +114,18 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
     return report
 
 
-def versus(sets: dict[str, np.ndarray], y: np.ndarray, assets: list[str], rows: np.ndarray) -> dict[str, Any]:
-    """Diebold-Mariano tests of the model's per-origin CRPS against each baseline's, per asset: 1 day ahead (no
-    lag) and over the horizon (Newey-West lag for the overlap of H-day windows from origins ``rows`` apart)."""
-    H = y.shape[1]
+def versus(crps: dict[str, tuple[np.ndarray, np.ndarray]], H: int, assets: list[str], rows: np.ndarray
+           ) -> dict[str, Any]:
+    """Diebold-Mariano tests of the model's per-origin CRPS against each baseline's (``crps``: each method's
+    :func:`crps_series`), per asset: 1 day ahead (no lag) and over the H-day horizon (Newey-West lag for the overlap
+    of H-day windows from origins ``rows`` apart)."""
     every = int(np.median(np.diff(rows))) if len(rows) > 1 else 1
     lag_h = min(max(-(-H // max(every, 1)) - 1, 0), max(len(rows) - 2, 0))
-    model = crps_series(sets["sciffusion"], y)
+    model = crps["sciffusion"]
     out: dict[str, Any] = {}
-    for name, lr in sets.items():
+    for name, base in crps.items():
         if name == "sciffusion":
             continue
-        base = crps_series(lr, y)
         out[name] = {a: {"crps_1d": diebold_mariano(model[0][:, i], base[0][:, i], 0),
                          "crps_hd": diebold_mariano(model[1][:, i], base[1][:, i], lag_h)}
                      for i, a in enumerate(assets)}
