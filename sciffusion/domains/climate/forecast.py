@@ -401,16 +401,13 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
         raise ValueError(f"no initial time in {init_period!r} has the {k} past states the model needs")
     if normal_years < 0:
         raise ValueError(f"normal years must be >= 0; got {normal_years}")
-    x = _fields(ds, variables)
+    anomalies = _fields(ds, variables) - prep.clim.at(keys, when)
     step_years = float(meta["step_years"])
+    a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in index])
+    offset = None
     if normal_years:
-        anomalies = x - prep.clim.at(keys, when)
         offset = recent_normal(anomalies, index, normal_steps(normal_years, step_years))
-        a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in index]) - offset[:, None]
-    else:
-        offset = None
-        a_hist = np.stack([x[i - k + 1:i + 1] - prep.clim.at(keys[i - k + 1:i + 1], when[i - k + 1:i + 1])
-                           for i in index])
+        a_hist = a_hist - offset[:, None]
     return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years))
 
 

@@ -86,6 +86,12 @@ def harmonics(when: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.cos(f), np.sin(f)], axis=2).reshape(len(f), 2 * n)
 
 
+def regressors(u: np.ndarray, when: np.ndarray, degree: int, n_harmonics: int, onehot: np.ndarray) -> np.ndarray:
+    """``(T, K)`` columns of the climatology's least squares: powers 1..``degree`` of scaled time ``u`` (highest
+    first; the constant lives in the group indicators), the annual harmonics of ``when``, the group indicators."""
+    return np.concatenate([np.vander(u, degree + 1)[:, :-1], harmonics(when, n_harmonics), onehot], axis=1)
+
+
 def same_time_of_year(when: np.ndarray, targets: np.ndarray, step: float) -> np.ndarray:
     """``(len(targets), M)`` indices into ``when`` (fractional years): for each target, the time of each year of
     ``when`` nearest to the target's time of year (circular distance), keeping the years whose nearest time is within
@@ -170,8 +176,7 @@ class Climatology:
             sums, counts = (s, c) if sums is None else (sums + s, counts + c)
             if regress:
                 span = slice(lo, lo + len(x))
-                design = np.concatenate([np.vander(u[span], trend_degree + 1)[:, :-1], harmonics(ty[span], nh),
-                                         onehot[:, present]], axis=1)
+                design = regressors(u[span], ty[span], trend_degree, nh, onehot[:, present])
                 flat = xs.reshape(len(x), -1)
                 a, b, f = design.T @ design, design.T @ flat, fin.reshape(len(x), -1).all(0)
                 xtx, xty, ok = (a, b, f) if xtx is None else (xtx + a, xty + b, ok & f)
@@ -201,8 +206,7 @@ class Climatology:
         nh = 0 if self.harmonics is None else len(self.harmonics) // 2
         when = np.atleast_1d(np.asarray(when, dtype=np.float64))
         onehot = (np.asarray(keys)[:, None] % self.groups == np.arange(self.groups)[None]).astype(np.float64)
-        return np.concatenate([np.vander((when - self.t0) / self.scale, d + 1)[:, :-1], harmonics(when, nh), onehot],
-                              axis=1)
+        return regressors((when - self.t0) / self.scale, when, d, nh, onehot)
 
     @staticmethod
     def _poly(coef: np.ndarray, u: np.ndarray) -> np.ndarray:
