@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 
 from sciffusion.cli import main
-from sciffusion.datasets import market_prices
 from sciffusion.domains.finance import (GarchT, acf, aggregated_kurtosis, backtest, christoffersen, diebold_mariano,
                                         es_z2, hill, kupiec, leverage, log_returns, pinball, read_table, to_frame)
 from sciffusion.domains.finance.baselines import bootstrap_scenarios
@@ -19,11 +18,6 @@ from sciffusion.domains.finance.series import period_slice
 from sciffusion.tasks.outputs import open_output
 
 arch = pytest.importorskip("arch")  # the finance extra; part of the test extra, so this runs in CI
-
-
-@pytest.fixture(scope="module")
-def prices() -> pd.DataFrame:
-    return market_prices()
 
 
 # --- input ---------------------------------------------------------------------------------------------------
@@ -212,14 +206,12 @@ def test_bootstrap_uses_only_the_past(prices):
 
 # --- end to end ------------------------------------------------------------------------------------------------
 
-def test_scenarios_end_to_end(tmp_path, prices):
+def test_scenarios_end_to_end(tmp_path, prices, small_train):
     data = tmp_path / "prices.csv"
     prices.loc[:"2004-06-30"].to_csv(data)
     run = tmp_path / "run"
-    small = ["--set", "model.net.channels=[8,8]", "--set", "trainer.progress=false", "--set", "data.val_days=60",
-             "--set", "trainer.val_every=10", "--set", "trainer.checkpoint_every=10"]
     assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "10", "--out", str(run), *small]) == 0
+                 "--horizon", "5", "--max-steps", "10", "--out", str(run), *small_train]) == 0
     out = tmp_path / "scen.nc"
     assert main(["scenarios", "--run", str(run), "--data", str(data), "--origins", "2004-03-01/2004-03-31",
                  "--every", "5", "--paths", "8", "--steps", "4", "--out", str(out)]) == 0

@@ -12,18 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sciffusion.cli import main
-from sciffusion.datasets import market_prices
 from sciffusion.domains.finance import hide_stretches, imputation_scores
 from sciffusion.domains.finance.gaps import GaussianConditional, find_gaps, project_totals, stretches
 from sciffusion.domains.finance.impute import MaskedWindows, random_targets, window_summaries
 from sciffusion.tasks.outputs import open_output
 
 pytest.importorskip("arch")
-
-
-@pytest.fixture(scope="module")
-def prices() -> pd.DataFrame:
-    return market_prices()
 
 
 def test_gaps_and_their_totals():
@@ -139,7 +133,7 @@ def test_scores_of_a_perfect_and_a_point_imputation(prices):
     assert imputation_scores(ds, p)["crps_log_price_pct"] == pytest.approx(100 * np.log(1.01), rel=1e-6)
 
 
-def test_impute_end_to_end(tmp_path, prices):
+def test_impute_end_to_end(tmp_path, prices, small_train):
     full = prices.loc[:"2004-06-30"]
     data, masked = tmp_path / "prices.csv", tmp_path / "masked.csv"
     full.to_csv(data)
@@ -147,10 +141,8 @@ def test_impute_end_to_end(tmp_path, prices):
     hole.iloc[-1, 0] = np.nan  # a gap at the end: its total is unknown
     hole.to_csv(masked)
     run = tmp_path / "run"
-    small = ["--set", "model.net.channels=[8,8]", "--set", "trainer.progress=false", "--set", "data.val_days=60",
-             "--set", "trainer.val_every=10", "--set", "trainer.checkpoint_every=10"]
     assert main(["train", "impute", "--data", str(data), "--train-period", ":2003-12-31", "--window", "32",
-                 "--max-gap", "8", "--max-steps", "10", "--out", str(run), *small]) == 0
+                 "--max-gap", "8", "--max-steps", "10", "--out", str(run), *small_train]) == 0
     out = tmp_path / "imputed.nc"
     assert main(["impute", "--run", str(run), "--data", str(masked), "--samples", "6", "--steps", "4",
                  "--out", str(out)]) == 0

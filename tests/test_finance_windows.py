@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 from sciffusion.cli import main
-from sciffusion.datasets import market_prices
 from sciffusion.domains.finance import detection_table, inject_window_anomalies, window_scores
 from sciffusion.domains.finance.scenarios import PCT, ShockModel
 from sciffusion.training.fit import load_trained
@@ -16,16 +15,14 @@ PERIOD = "2004-01-01/2004-12-31"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, prices, small_train):
     d = tmp_path_factory.mktemp("windows")
-    prices = market_prices().loc[:"2004-12-31"]
+    prices = prices.loc[:"2004-12-31"]
     data = d / "prices.csv"
     prices.to_csv(data)
     run = d / "run"
-    small = ["--set", "model.net.channels=[8,8]", "--set", "trainer.progress=false", "--set", "data.val_days=60",
-             "--set", "trainer.val_every=10", "--set", "trainer.checkpoint_every=10"]
     assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "10", "--out", str(run), *small]) == 0
+                 "--horizon", "5", "--max-steps", "10", "--out", str(run), *small_train]) == 0
     return prices, data, run
 
 
