@@ -80,8 +80,8 @@ def base_fill(x: np.ndarray, kept: np.ndarray, axis: int, base: str) -> np.ndarr
 
 
 def base_upsample(thick: np.ndarray, k: int, axis: int, base: str) -> np.ndarray:
-    """Through-plane interpolation of a thick volume by ``k`` with the model's ``base`` (equal to
-    :func:`linear_upsample` or :func:`cubic_upsample`)."""
+    """Through-plane interpolation of a thick volume by ``k`` with the model's ``base`` (:func:`linear_upsample` or
+    :func:`cubic_upsample`)."""
     grid, kept = thin_grid(thick, k, axis)
     return base_fill(grid, kept, axis, base)
 
@@ -116,9 +116,10 @@ def linear_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
 
 
 def cubic_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
-    """Cubic-spline (not-a-knot) through-plane interpolation by ``k``: the cubic baseline."""
-    n = thick.shape[axis]
-    return CubicSpline(np.arange(n) * k, thick, axis=axis)(np.arange((n - 1) * k + 1)).astype(np.float32)
+    """Cubic-spline (not-a-knot) through-plane interpolation by ``k``: the cubic baseline, and the cubic model's
+    base (the same :func:`cubic_fill`)."""
+    grid, kept = thin_grid(thick, k, axis)
+    return cubic_fill(grid, kept, axis)
 
 
 def _cond(linear: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
