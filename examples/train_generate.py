@@ -29,8 +29,8 @@ model = sf.DiffusionModule(net=dict(dims=2, in_channels=1, channels=[32, 64], nu
 trainer = sf.fit(model, dm, work / "py", max_steps=400, accelerator="cpu", checkpoint_every=100, progress=False)
 sf.export_run(work / "py", model, trainer, {"task": "example"}, dm.normalizer)
 run = sf.load_trained(work / "py")
-z = sf.sample_batched(run.denoiser(), (1, 16, 16), sf.EDM(sigma_min=0.01, sigma_max=20).sigmas(24), seeds=range(256),
-                      progress=True)
+spec = sf.SamplingSpec(sampler="heun", steps=24, sigma_min=0.01, sigma_max=20.0)
+z = run.sample((1, 16, 16), [sf.derive_seed(0, "sample", i) for i in range(256)], sampling=spec, progress=True)
 s = run.normalizer.denormalize(z)
 print(f"mean-field RMSE {float((s.mean(0) - x.mean(0)).pow(2).mean().sqrt()):.3f} (data pixel std "
       f"{float(x.std()):.2f}); sample pixel std {float(s.std()):.2f}")

@@ -12,6 +12,7 @@ import argparse
 import json
 import pathlib
 import sys
+import zlib
 from typing import Any
 
 from ._version import __version__
@@ -80,14 +81,49 @@ def _task_of_run(args: argparse.Namespace) -> Any:
     return found
 
 
+# Config keys that name files a command writes; every other path-like value is an input.
+OUTPUT_KEYS = ("out", "binary", "evaluate.plots")
+
+
+def _leaves(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in config.items():
+        out += _leaves(v, prefix + k + ".") if isinstance(v, dict) else [(prefix + k, v)]
+    return out
+
+
+def check_outputs(config: dict[str, Any], kind: str) -> None:
+    """Refuse an output that is one of the command's inputs, or (for sampling and evaluation) inside the run
+    directory: ``sciffusion forecast --data X.nc --out X.nc`` would overwrite the archive it reads."""
+    inputs = []
+    for key, value in _leaves(config):
+        if key in OUTPUT_KEYS:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and pathlib.Path(v).exists():
+                inputs.append((key, pathlib.Path(v).resolve()))
+    run = config.get("run")
+    for key in OUTPUT_KEYS:
+        out = get_key(config, key)
+        if not isinstance(out, str) or not out:
+            continue
+        target = pathlib.Path(out).resolve()
+        for ikey, path in inputs:
+            if target == path or (kind != "train" and ikey == "run" and path in target.parents):
+                what = "inside the run directory" if target != path else f"the input given as {ikey}"
+                raise ValueError(f"refusing to write {out}: it is {what}; choose another output path")
+
+
 def cmd_task(args: argparse.Namespace) -> int:
     """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
     task, kind = args.task_obj or _task_of_run(args), args.func_kind
-    # Sampling and evaluation get no defaults for what the run stores: only what the user gives overrides it.
+    # Sampling and evaluation get no defaults for what the run stores: only what the user gives overrides it, and
+    # evaluation reads the seed an output was made with from the output (None: not given).
     base = task.default_config() if kind == "train" else merge(
         {k: v for k, v in task.defaults.items() if k not in task.run_settings},
-        {"seed": 0, **{k: {} for k in task.run_settings}})
-    config = resolve_config(base, args, getattr(task, f"required_{kind}"))
+        {"seed": 0 if kind == "sample" else None, **{k: {} for k in task.run_settings}})
+    config = task.check(resolve_config(base, args, getattr(task, f"required_{kind}")))
+    check_outputs(config, kind)
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0
@@ -155,8 +191,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (RunError, ValueError, KeyError, OSError) as e:
+    except KeyError as e:  # a file (run, table, dataset) without an entry the command needs
+        print(f"sciffusion {args.command}: error: missing entry {e} in an input file or the run", file=sys.stderr)
+        return 2
+    except ImportError as e:  # an optional backend (zarr, nibabel, arch...) that is not installed
+        name = getattr(e, "name", None) or str(e)
+        print(f"sciffusion {args.command}: error: this input needs the package {name!r}, which is not installed "
+              f"(pip install {name})", file=sys.stderr)
+        return 2
+    except (RunError, ValueError, OSError, EOFError, zlib.error) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, (EOFError, zlib.error)):
+            msg = f"an input file is truncated or corrupt ({msg})"
         print(f"sciffusion {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -41,6 +41,6 @@ def test_training_path_on_cuda_uses_bf16_and_samples(tmp_path):
     assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
     sf.export_run(tmp_path / "run", model, trainer, {"task": "gpu"}, dm.normalizer)
     run = sf.load_trained(tmp_path / "run").to("cuda")
-    z = sf.sample_batched(run.denoiser(), (2, 16, 16), sf.EDM(sigma_max=20).sigmas(6), seeds=range(5),
-                          batch_size=2, device="cuda")
+    z = run.sample((2, 16, 16), list(range(5)), sampling=sf.SamplingSpec(steps=6, sigma_max=20.0, batch_size=2),
+                   device="cuda")
     assert z.device.type == "cuda" and z.dtype == torch.float32 and torch.isfinite(z).all()

@@ -201,12 +201,13 @@ def test_sample_batched_exact_gaussian_passes_sigma_data():
     den = sf.Denoiser(torch.nn.Identity(), sigma_data=0.8)  # stand-in net ignored below: a Gaussian denoiser
     gauss = GaussianDenoiser(0.0, 0.8)
     den.forward = lambda x, sigma, **cond: gauss(x, sigma)
-    grid = sf.karras_sigmas(6, 0.01, 20.0, 7.0)
+    spec = sf.SamplingSpec(sampler="dpmpp_2m", steps=6, sigma_min=0.01, sigma_max=20.0, batch_size=20_000)
     seeds = list(range(20_000))
-    exact = sf.sample_batched(den, (1, 1), grid, seeds, sampler="dpmpp_2m", batch_size=20_000, exact_gaussian=True)
-    plain = sf.sample_batched(den, (1, 1), grid, seeds, sampler="dpmpp_2m", batch_size=20_000)
+    exact = sf.sample_batched(den, (1, 1), seeds, spec)
+    plain = sf.sample_batched(den, (1, 1), seeds, spec.replace(exact_gaussian=False))
     assert float(exact.std()) == pytest.approx(0.8, abs=0.015)
     assert float(plain.std()) > 0.85
     # samplers that do not take sigma_data run as they are
-    heun = sf.sample_batched(den, (1, 1), grid, seeds[:100], sampler="heun", batch_size=100, exact_gaussian=True)
-    assert torch.equal(heun, sf.sample_batched(den, (1, 1), grid, seeds[:100], sampler="heun", batch_size=100))
+    heun = spec.replace(sampler="heun", batch_size=100)
+    assert torch.equal(sf.sample_batched(den, (1, 1), seeds[:100], heun),
+                       sf.sample_batched(den, (1, 1), seeds[:100], heun.replace(exact_gaussian=False)))

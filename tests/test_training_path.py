@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from sciffusion.training import RunError
 from sciffusion.training.data import DiffusionDataModule, StepBatchSampler
 from sciffusion.training.fit import LAST, SafeCheckpointIO, export_run, fit, load_trained
-from sciffusion.training.module import DiffusionModule, step_seed
-from sciffusion.training.sampling import conditional_mean, sample_batched
+from sciffusion.training.module import DiffusionModule
+from sciffusion.training.sampling import SamplingSpec, conditional_mean, sample_batched
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "tiny_train.py"
 TINY_NET = dict(dims=2, in_channels=2, channels=[8, 16], num_res_blocks=1)
@@ -35,11 +35,6 @@ def test_batches_depend_only_on_the_step(n, bs, world, start):
         per_epoch = n // (bs * world)
         seen = [i for k in range(min(per_epoch, stop)) for r in range(world) for i in full[r][k]]
         assert len(seen) == len(set(seen))
-
-
-def test_step_seeds_differ():
-    seeds = {step_seed(s, k, r) for s in range(3) for k in range(50) for r in range(4)}
-    assert len(seeds) == 600 and all(0 <= s < 2**63 for s in seeds)
 
 
 def test_from_arrays_fits_the_normaliser_on_the_training_part_only():
@@ -145,20 +140,21 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
 def test_sample_batched_is_independent_of_batch_size():
     torch.manual_seed(0)
     m = DiffusionModule(net=dict(TINY_NET, zero_init=False))
-    sig = torch.tensor([5.0, 1.0, 0.2, 0.0])
+    spec = SamplingSpec(sampler="heun", grid=[5.0, 1.0, 0.2, 0.0], batch_size=2)
     seeds = [7, 8, 9, 10, 11]
-    a = sample_batched(m.denoiser(ema=False), (2, 8, 8), sig, seeds, sampler="heun", batch_size=2)
-    b = sample_batched(m.denoiser(ema=False), (2, 8, 8), sig, seeds, sampler="heun", batch_size=5)
+    a = sample_batched(m.denoiser(ema=False), (2, 8, 8), seeds, spec)
+    b = sample_batched(m.denoiser(ema=False), (2, 8, 8), seeds, spec.replace(batch_size=5))
     assert a.shape == (5, 2, 8, 8)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(a[0], a[1])
     cond = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     m2 = DiffusionModule(net=dict(TINY_NET, cond_channels=1, zero_init=False))
-    plain = sample_batched(m2.denoiser(ema=False), (2, 8, 8), sig, seeds, cond=cond, batch_size=2)
-    wide = sample_batched(m2.denoiser(ema=False), (2, 8, 8), sig, seeds, cond=cond, batch_size=5, inflation=2.0)
-    mean = conditional_mean(m2.denoiser(ema=False), (2, 8, 8), cond, float(sig[0]))
+    plain = sample_batched(m2.denoiser(ema=False), (2, 8, 8), seeds, spec, cond=cond)
+    wide = sample_batched(m2.denoiser(ema=False), (2, 8, 8), seeds, spec.replace(batch_size=5, inflation=2.0),
+                          cond=cond)
+    mean = conditional_mean(m2.denoiser(ema=False), (2, 8, 8), cond, 5.0, spec)
     torch.testing.assert_close(wide - mean, 2 * (plain - mean), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="needs cond"):
-        sample_batched(m.denoiser(), (2, 8, 8), sig, seeds, inflation=1.5)
+        sample_batched(m.denoiser(), (2, 8, 8), seeds, spec.replace(inflation=1.5))
     with pytest.raises(ValueError, match="one condition per sample"):
-        sample_batched(m.denoiser(), (2, 8, 8), sig, seeds, cond=torch.zeros(2, 1, 8, 8))
+        sample_batched(m.denoiser(), (2, 8, 8), seeds, spec, cond=torch.zeros(2, 1, 8, 8))

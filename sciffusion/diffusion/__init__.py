@@ -8,8 +8,10 @@ from .noise import (EDM, VE, VP, Fixed, NoiseProcess, alpha_bar_to_sigma, karras
                     sigma_to_alpha_bar, sigma_to_logsnr)
 from .partial import partial_diffusion
 from .precond import Denoiser, coefficients, measure_sigma_data, network_target
-from .random import coarse_noise, generators_from_seeds, randn, randn_like
-from .samplers import SAMPLERS, ancestral_step, ddim, ddpm, dpmpp_2m, euler, heun, nfe, sample, validate_sigmas
+from .random import coarse_noise, derive_seed, generators_from_seeds, numpy_rng, randn, randn_like
+from .precond import DenoiserWrapper, ScaledDenoiser, declared_sigma_data
+from .samplers import (SAMPLERS, ancestral_step, check_options, ddim, ddpm, dpmpp_2m, euler, heun, nfe, sample,
+                       sampler_options, validate_sigmas)
 from .tensors import append_dims, check_batch
 from .tiling import TiledDenoiser, blend_window, tile_starts
 
@@ -18,6 +20,7 @@ __all__ = [
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
-    "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise", "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
+    "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise", "derive_seed", "numpy_rng",
+    "DenoiserWrapper", "ScaledDenoiser", "declared_sigma_data", "check_options", "sampler_options", "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
     "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
 ]

@@ -6,13 +6,13 @@ Both wrap a denoiser and are denoisers themselves, so every sampler uses them un
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .precond import DenoiserFn
+from .precond import DenoiserFn, DenoiserWrapper
 from .tensors import check_batch
 
 
-class ClassifierFreeGuidance(nn.Module):
+class ClassifierFreeGuidance(DenoiserWrapper):
     """``D = D_uncond + scale * (D_cond - D_uncond)`` (Ho & Salimans 2022).
 
     The unconditional branch is the same denoiser with the ``cond`` tensor zeroed, which is what
@@ -21,12 +21,8 @@ class ClassifierFreeGuidance(nn.Module):
     """
 
     def __init__(self, denoiser: DenoiserFn, scale: float) -> None:
-        super().__init__()
-        self.denoiser, self.scale = denoiser, float(scale)
-
-    @property
-    def sigma_data(self) -> float:
-        return self.denoiser.sigma_data
+        super().__init__(denoiser)
+        self.scale = float(scale)
 
     def forward(self, x: Tensor, sigma: Tensor, cond: Tensor | None = None, **kw) -> Tensor:
         if cond is None:
@@ -39,7 +35,7 @@ class ClassifierFreeGuidance(nn.Module):
         return d_uncond + self.scale * (d_cond - d_uncond)
 
 
-class KnownValues(nn.Module):
+class KnownValues(DenoiserWrapper):
     """Keep observed values during sampling (imputation, forecasting by inpainting).
 
     ``known`` has the shape of a sample batch; ``mask`` (broadcastable to it, True where observed) marks the cells
@@ -52,7 +48,7 @@ class KnownValues(nn.Module):
 
     def __init__(self, denoiser: DenoiserFn, known: Tensor, mask: Tensor, mode: str = "replace",
                  guidance_scale: float = 4.0) -> None:
-        super().__init__()
+        super().__init__(denoiser)
         check_batch(known, "known")
         if mode not in ("replace", "guide"):
             raise ValueError(f"mode must be 'replace' or 'guide'; got {mode!r}")
@@ -62,13 +58,9 @@ class KnownValues(nn.Module):
             raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to known {tuple(known.shape)}") from None
         if torch.isnan(known[mask]).any():
             raise ValueError("known values contain NaN inside the mask")
-        self.denoiser, self.mode, self.guidance_scale = denoiser, mode, float(guidance_scale)
+        self.mode, self.guidance_scale = mode, float(guidance_scale)
         self.known = torch.nan_to_num(known)
         self.mask = mask
-
-    @property
-    def sigma_data(self) -> float:
-        return self.denoiser.sigma_data
 
     def forward(self, x: Tensor, sigma: Tensor, **cond) -> Tensor:
         if x.shape != self.known.shape:

@@ -24,7 +24,7 @@ and ``c_in = 1 / sqrt(s^2 + sd^2)`` for all of them (with ``sd = 1`` this is the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,43 @@ PARAMETERIZATIONS = ("edm", "v", "eps", "x0")
 
 
 class DenoiserFn(Protocol):
+    """``denoiser(x, sigma, **extra_args) -> D``: any callable of the contract above (a plain function will do)."""
+
     def __call__(self, x: Tensor, sigma: Tensor, **cond) -> Tensor: ...
+
+
+@runtime_checkable
+class ScaledDenoiser(Protocol):
+    """A denoiser that declares the standard deviation of its data, ``sigma_data`` (same units as ``x``).
+
+    :class:`Denoiser` and the exact denoisers have it; wrappers (:class:`DenoiserWrapper`) pass on the one of the
+    denoiser they wrap. The exact-Gaussian part of :func:`~sciffusion.diffusion.samplers.dpmpp_2m` reads it.
+    """
+
+    sigma_data: float
+
+    def __call__(self, x: Tensor, sigma: Tensor, **cond) -> Tensor: ...
+
+
+def declared_sigma_data(denoiser: DenoiserFn) -> float:
+    """The ``sigma_data`` a denoiser declares (:class:`ScaledDenoiser`); a one-line error if it declares none."""
+    if not isinstance(denoiser, ScaledDenoiser):
+        raise ValueError(f"{type(denoiser).__name__} declares no sigma_data (the exact-Gaussian sampler needs it): "
+                         "wrap the network in sciffusion.Denoiser or give the wrapper a sigma_data attribute")
+    return float(denoiser.sigma_data)
+
+
+class DenoiserWrapper(nn.Module):
+    """Base class of denoisers built on another one (guidance, known values, tiling): it keeps the inner denoiser
+    as ``self.denoiser`` and declares its ``sigma_data``, so samplers see the wrapper as the model it wraps."""
+
+    def __init__(self, denoiser: DenoiserFn) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    @property
+    def sigma_data(self) -> float:
+        return declared_sigma_data(self.denoiser)
 
 
 def edm_c_noise(sigma: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Stateless samplers over an explicit, descending sigma grid.
 
-Signature: ``sampler(denoiser, x, sigmas, *, generator=None, callback=None, **cond) -> x0``
+Signature: ``sampler(denoiser, x, sigmas, *, extra_args=None, generator=None, callback=None, **options) -> x0``
 
 * ``x``: the starting point, already scaled to ``sigmas[0]`` (e.g. ``sigmas[0] * randn``), ``(B, C, *spatial)``.
 * ``sigmas``: 1-D, non-increasing, finite, >= 0; usually ends in 0 (see :mod:`.noise`). The grid is used exactly as
@@ -8,15 +8,22 @@ Signature: ``sampler(denoiser, x, sigmas, *, generator=None, callback=None, **co
 * ``generator``: a ``torch.Generator`` or one per sample (see :func:`.random.generators_from_seeds`); with one per
   sample, a member's path does not depend on the batch it is sampled in.
 * ``callback``: called after every step with ``{"i", "x", "sigma", "sigma_next", "denoised"}``.
-* ``**cond``: passed to every denoiser call.
+* ``extra_args``: the model's conditioning, a dict passed to every denoiser call as ``denoiser(x, sigma,
+  **extra_args)`` (e.g. ``{"cond": tensor}``). Kept apart from the sampler's own options (k-diffusion's split), so a
+  misspelt option is an error instead of something handed to the network.
+* ``**options``: the sampler's own keyword-only settings (``S_churn``... for :func:`heun`, ``eta`` for :func:`ddim`,
+  ``sigma_data`` for :func:`dpmpp_2m`). :func:`sample` checks them against :func:`sampler_options` and names the
+  closest valid one; a sampler called directly with an unknown option raises ``TypeError`` as any function does.
 
 The ODE is ``dx/dsigma = (x - D(x, sigma)) / sigma`` (Karras et al. 2022, eq. 3 with s(t) = 1, sigma(t) = t).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -26,6 +33,7 @@ from .random import Generator, randn, randn_like
 from .tensors import check_batch
 
 Callback = Callable[[dict], None] | None
+ExtraArgs = Mapping[str, object] | None
 
 
 def validate_sigmas(sigmas: Tensor | Sequence[float]) -> list[float]:
@@ -45,8 +53,8 @@ def validate_sigmas(sigmas: Tensor | Sequence[float]) -> list[float]:
     return vals
 
 
-def _call(denoiser: DenoiserFn, x: Tensor, sigma: float, cond: dict) -> Tensor:
-    return denoiser(x, x.new_full((x.shape[0],), sigma, dtype=torch.float32), **cond)
+def _call(denoiser: DenoiserFn, x: Tensor, sigma: float, extra_args: Mapping[str, object] | None) -> Tensor:
+    return denoiser(x, x.new_full((x.shape[0],), sigma, dtype=torch.float32), **(extra_args or {}))
 
 
 def _prepare(x: Tensor, sigmas) -> list[float]:
@@ -55,12 +63,12 @@ def _prepare(x: Tensor, sigmas) -> list[float]:
 
 
 @torch.no_grad()
-def euler(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
-          **cond) -> Tensor:
+def euler(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None, generator: Generator = None,
+          callback: Callback = None) -> Tensor:
     """First-order explicit Euler on the probability-flow ODE (1 NFE per step). Deterministic."""
     sig = _prepare(x, sigmas)
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
-        denoised = _call(denoiser, x, s, cond)
+        denoised = _call(denoiser, x, s, extra_args)
         x = x + (x - denoised) / s * (s_next - s)
         if callback:
             callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
@@ -68,14 +76,19 @@ def euler(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generat
 
 
 @torch.no_grad()
-def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
-         S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"), S_noise: float = 1.0,
-         **cond) -> Tensor:
+def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None, generator: Generator = None,
+         callback: Callback = None, S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
+         S_noise: float = 1.0) -> Tensor:
     """EDM Algorithm 2: Heun's second-order method with stochastic churn.
 
     At each step with ``S_tmin <= sigma <= S_tmax`` the noise is raised to ``sigma_hat = sigma (1 + gamma)``,
     ``gamma = min(S_churn / N, sqrt(2) - 1)``, by adding fresh noise scaled by ``S_noise``; then a Heun step to
     ``sigma_next`` (an Euler step when ``sigma_next`` is 0). NFE = 2 N - 1 when the grid ends in 0.
+
+    Options (EDM's names and spelling, Table 5; k-diffusion's lower-case ``s_churn`` is refused by :func:`sample`):
+        S_churn: total churn over the grid (0: deterministic); per step ``gamma = min(S_churn / N, sqrt(2) - 1)``.
+        S_tmin, S_tmax: the churn window, in sigma units: steps with ``S_tmin <= sigma <= S_tmax`` are churned.
+        S_noise: standard deviation of the added noise relative to the exact amount (EDM uses ~1.003-1.007).
     """
     sig = _prepare(x, sigmas)
     N = len(sig) - 1
@@ -89,11 +102,11 @@ def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generato
         s_hat = s * (1 + gamma)
         if gamma > 0:
             x = x + math.sqrt(s_hat**2 - s**2) * S_noise * randn_like(x, generator)
-        denoised = _call(denoiser, x, s_hat, cond)
+        denoised = _call(denoiser, x, s_hat, extra_args)
         d = (x - denoised) / s_hat
         x_next = x + (s_next - s_hat) * d
         if s_next > 0:
-            d_next = (x_next - _call(denoiser, x_next, s_next, cond)) / s_next
+            d_next = (x_next - _call(denoiser, x_next, s_next, extra_args)) / s_next
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
         if callback:
@@ -112,15 +125,15 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
 
 
 @torch.no_grad()
-def ddim(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
-         eta: float = 0.0, **cond) -> Tensor:
+def ddim(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None, generator: Generator = None,
+         callback: Callback = None, eta: float = 0.0) -> Tensor:
     """DDIM (Song et al. 2021) in sigma space; ``eta`` in [0, 1] scales the fresh noise (0: deterministic, which
     equals :func:`euler` step for step; 1: ancestral DDPM). 1 NFE per step."""
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1]; got {eta}")
     sig = _prepare(x, sigmas)
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
-        denoised = _call(denoiser, x, s, cond)
+        denoised = _call(denoiser, x, s, extra_args)
         s_down, s_up = ancestral_step(s, s_next, eta)
         x = denoised + (x - denoised) * (s_down / s)  # = x + d (s_down - s), d = (x - denoised) / s
         if s_up > 0:
@@ -131,8 +144,8 @@ def ddim(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generato
 
 
 @torch.no_grad()
-def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None, callback: Callback = None,
-         **cond) -> Tensor:
+def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None, generator: Generator = None,
+         callback: Callback = None) -> Tensor:
     """Ancestral DDPM (Ho et al. 2020): draw ``x_next`` from the Gaussian posterior ``q(x_next | x, x0 = D)``.
 
     In sigma space the posterior has mean ``D + (sigma_next / sigma)^2 (x - D)`` and variance
@@ -140,7 +153,7 @@ def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generato
     """
     sig = _prepare(x, sigmas)
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
-        denoised = _call(denoiser, x, s, cond)
+        denoised = _call(denoiser, x, s, extra_args)
         r2 = (s_next / s) ** 2
         x = denoised + r2 * (x - denoised)
         if s_next > 0:
@@ -151,8 +164,8 @@ def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generato
 
 
 @torch.no_grad()
-def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
-             callback: Callback = None, sigma_data: float = 0.0, **cond) -> Tensor:
+def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None,
+             generator: Generator = None, callback: Callback = None, sigma_data: float = 0.0) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in ``lambda = -ln(sigma)``, data prediction.
 
     The first step (and a final step to sigma 0) is first order. 1 NFE per step.
@@ -172,7 +185,7 @@ def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, generator: Gene
         raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
     old_rest, h_last = None, None
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
-        denoised = _call(denoiser, x, s, cond)
+        denoised = _call(denoiser, x, s, extra_args)
         rest = denoised - (a * a / (s * s + a * a)) * x if a > 0 else denoised
         if s_next == 0:
             x = denoised
@@ -200,6 +213,40 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+# Keyword-only arguments every sampler takes that are not its own options.
+COMMON_ARGS = frozenset({"extra_args", "generator", "callback"})
+
+
+def resolve_sampler(sampler: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """A sampler function from its name in :data:`SAMPLERS` (or the function itself)."""
+    if callable(sampler):
+        return sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[sampler]
+
+
+def sampler_options(sampler: str | Callable[..., Tensor]) -> frozenset[str]:
+    """The options a sampler takes: its keyword-only parameters other than ``extra_args``, ``generator`` and
+    ``callback``. Its signature is the one place they are declared."""
+    params = inspect.signature(resolve_sampler(sampler)).parameters.values()
+    return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY) - COMMON_ARGS
+
+
+def check_options(sampler: str | Callable[..., Tensor], options: Mapping[str, object]) -> None:
+    """Refuse options the sampler does not take, naming the closest valid one (``s_churn`` -> ``S_churn``)."""
+    valid = sampler_options(sampler)
+    name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", repr(sampler))
+    for key in options:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5) or [
+            v for v in valid if v.lower() == key.lower()]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        takes = ", ".join(sorted(valid)) or "no options"
+        raise ValueError(f"sampler {name!r} has no option {key!r}{hint} (it takes {takes})")
+
+
 def nfe(sampler: str | Callable, steps: int, ends_in_zero: bool = True) -> int:
     """Network evaluations a sampler makes over a grid of ``steps`` steps."""
     name = sampler if isinstance(sampler, str) else sampler.__name__
@@ -209,14 +256,14 @@ def nfe(sampler: str | Callable, steps: int, ends_in_zero: bool = True) -> int:
 
 
 def sample(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, *, sampler: str | Callable = "heun",
-           generator: Generator = None, device=None, dtype=torch.float32, callback: Callback = None,
-           **kwargs) -> Tensor:
+           extra_args: ExtraArgs = None, generator: Generator = None, device=None, dtype=torch.float32,
+           callback: Callback = None, **options) -> Tensor:
     """Draw samples: start from ``sigmas[0] * N(0, I)`` shaped ``shape`` and run ``sampler`` down the grid.
 
-    ``kwargs`` go to the sampler (sampler options such as ``S_churn`` or ``eta``, and the condition).
+    ``extra_args`` go to every denoiser call (the condition); ``options`` are the sampler's own (``S_churn``,
+    ``eta``...), checked by :func:`check_options`.
     """
-    if isinstance(sampler, str) and sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    fn = resolve_sampler(sampler)
+    check_options(fn if not isinstance(sampler, str) else sampler, options)
     x = randn(shape, generator, device=device, dtype=dtype) * float(torch.as_tensor(sigmas)[0])
-    return fn(denoiser, x, sigmas, generator=generator, callback=callback, **kwargs)
+    return fn(denoiser, x, sigmas, extra_args=extra_args, generator=generator, callback=callback, **options)

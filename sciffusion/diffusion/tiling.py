@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .precond import DenoiserFn
+from .precond import DenoiserFn, DenoiserWrapper
 from .tensors import as_sigma, check_batch
 
 
@@ -47,7 +47,7 @@ def blend_window(shape: Sequence[int], ramp: Sequence[int] | int) -> Tensor:
     return w.float()
 
 
-class TiledDenoiser(nn.Module):
+class TiledDenoiser(DenoiserWrapper):
     """Apply ``denoiser`` to overlapping tiles of ``x`` and blend the estimates with :func:`blend_window`.
 
     Args:
@@ -62,14 +62,10 @@ class TiledDenoiser(nn.Module):
 
     def __init__(self, denoiser: DenoiserFn, patch: Sequence[int] | int, overlap: Sequence[int] | int | None = None,
                  batch_size: int = 4) -> None:
-        super().__init__()
+        super().__init__(denoiser)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        self.denoiser, self.patch, self.overlap, self.batch_size = denoiser, patch, overlap, batch_size
-
-    @property
-    def sigma_data(self) -> float:
-        return self.denoiser.sigma_data
+        self.patch, self.overlap, self.batch_size = patch, overlap, batch_size
 
     def tiles(self, spatial: Sequence[int]) -> tuple[list[tuple[slice, ...]], tuple[int, ...], tuple[int, ...]]:
         """The tile slices over a grid ``spatial``, the clipped patch shape and the overlap per axis."""

@@ -14,24 +14,27 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..diffusion import karras_sigmas, measure_sigma_data
+from ..diffusion import measure_sigma_data
 from ..training.config import merge, parse_value, set_key
+from ..training.sampling import SamplingSpec
+from ..training.schema import (DataConfig, ModelConfig, Schema, TrainerConfig, add_key, check_config, common_schema,
+                               dataclass_defaults, infer_schema, merge_schema)
 from ..training.data import ArrayDataset, DiffusionDataModule
 from ..training.fit import export_run, fit
 from ..training.module import DiffusionModule
 
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+# The library's defaults, from the typed sections (one place: training/schema.py); None-valued keys (set by the
+# task or measured) are left out. A task's ``defaults`` override them.
 COMMON_DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "data": {"path": None, "val_fraction": 0.1, "batch_size": 16, "num_workers": 0},
-    "model": {
-        "net": {"channels": [32, 64, 128], "num_res_blocks": 2, "attention_levels": [], "dropout": 0.0},
-        "parameterization": "edm", "process": "edm", "weighting": "edm", "cond_dropout": 0.0,
-        "lr": 2e-4, "weight_decay": 0.0, "warmup_steps": 100, "ema_half_life": 200.0,
-    },
-    "trainer": {"max_steps": 2000, "accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
-                "precision": None, "grad_clip": 1.0, "checkpoint_every": 200, "val_every": 200, "progress": True},
-    "sampling": {"sampler": "heun", "steps": 32, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
-                 "exact_gaussian": True, "batch_size": 32, "device": "auto"},
+    "data": dataclass_defaults(DataConfig),
+    "model": _without_none(dataclass_defaults(ModelConfig)),
+    "trainer": dataclass_defaults(TrainerConfig),
+    "sampling": _without_none(SamplingSpec().to_dict()),
 }
 
 
@@ -70,7 +73,8 @@ COMMON_SAMPLE_FLAGS = (
     Flag("--out", "out", "output file"),
     Flag("--steps", "sampling.steps", "sampler steps", int),
     Flag("--sampler", "sampling.sampler", "heun, euler, dpmpp_2m, ddim, ddpm"),
-    Flag("--seed", "seed", "seed of the first sample (sample i uses seed + i)", int),
+    Flag("--seed", "seed", "seed of every draw (each sample's noise is derived from it and the sample's identity)",
+         int),
     Flag("--device", "sampling.device", "cpu, cuda or auto"),
 )
 
@@ -105,6 +109,24 @@ class Task:
             set_key(config, key, value)
         return config
 
+    def flags(self) -> tuple[Flag, ...]:
+        """Every flag of the task's commands (train, sample, evaluate, and the common ones)."""
+        return (COMMON_TRAIN_FLAGS + COMMON_SAMPLE_FLAGS + COMMON_EVALUATE_FLAGS + self.train_flags
+                + self.sample_flags + self.evaluate_flags)
+
+    def schema(self) -> Schema:
+        """The keys the task's configs may hold: the typed common sections, the task's own defaults (typed by
+        their values) and every flag's key (typed by the flag)."""
+        schema = merge_schema(common_schema(), infer_schema(self.default_config()))
+        for f in self.flags():
+            one = {int: int, float: float}.get(f.type, Any)
+            add_key(schema, f.key, one if f.nargs is None else list[one])  # type: ignore[valid-type]
+        return schema
+
+    def check(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` checked against :meth:`schema` (one-line errors naming the key), numbers coerced."""
+        return check_config(config, self.schema())
+
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         raise NotImplementedError
 
@@ -134,26 +156,6 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def resolve_device(spec: str | None) -> torch.device:
-    if spec in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
-def sampling_sigmas(sampling: dict[str, Any], device: torch.device | str = "cpu") -> torch.Tensor:
-    """The EDM sigma grid of a run's ``sampling`` config (``steps``, ``sigma_min``, ``sigma_max``, ``rho``)."""
-    return karras_sigmas(int(sampling["steps"]), float(sampling["sigma_min"]), float(sampling["sigma_max"]),
-                         float(sampling["rho"]), device=device)
-
-
-def sampler_options(sampling: dict[str, Any]) -> dict[str, Any]:
-    """Sampler keyword arguments kept in the config (``S_churn`` etc., ``eta``, ``exact_gaussian``), passed through to
-    :func:`~sciffusion.training.sample_batched`. Runs saved before ``exact_gaussian`` existed lack it and sample as
-    they did."""
-    keys = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta", "exact_gaussian")
-    return {k: sampling[k] for k in keys if sampling.get(k) is not None}
-
-
 def _sigma_data(dataset: Any) -> float:
     if isinstance(dataset, ArrayDataset):
         return measure_sigma_data(dataset.x, None if dataset.mask is None else dataset.mask)
@@ -172,16 +174,16 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     ``metadata`` and ``state`` tensors. ``calibrate(module)`` (rank 0, after training) may return
     ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
     chosen after training) and metadata."""
-    model = dict(config["model"])
-    model["net"] = {**model["net"], **net}
+    model = _without_none(dict(config["model"]))
+    model["net"] = _without_none({**model["net"], **net})
     model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
     model["seed"] = int(config["seed"])
     module = DiffusionModule(**model)
-    t = config["trainer"]
-    trainer = fit(module, datamodule, config["out"], max_steps=int(t["max_steps"]), accelerator=t["accelerator"],
-                  devices=t["devices"], strategy=t["strategy"], num_nodes=int(t["num_nodes"]),
-                  precision=t["precision"], grad_clip=t["grad_clip"], checkpoint_every=int(t["checkpoint_every"]),
-                  val_every=t["val_every"], progress=bool(t.get("progress", True)))
+    t = TrainerConfig(**config["trainer"])
+    trainer = fit(module, datamodule, config["out"], max_steps=t.max_steps, accelerator=t.accelerator,
+                  devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
+                  grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, val_every=t.val_every,
+                  progress=t.progress)
     metadata = dict(metadata or {})
     if calibrate is not None and trainer.is_global_zero:
         found = calibrate(module.eval())

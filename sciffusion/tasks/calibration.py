@@ -9,34 +9,38 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..training.module import DiffusionModule, step_seed
-from ..training.sampling import conditional_mean, sample_batched
-from .base import sampler_options, sampling_sigmas
+from ..diffusion import derive_seed
+from ..training.module import DiffusionModule
+from ..training.sampling import SamplingSpec, conditional_mean, sample_batched
 
 
-def spread_calibrator(val: Dataset, sampling: dict[str, Any], members: int, seed: int,
+def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, seed: int,
                       max_items: int = 64) -> Callable[[DiffusionModule], dict[str, Any]]:
     """A ``calibrate(module)`` hook for :func:`~sciffusion.tasks.run_training`.
 
-    It samples ``members`` members for (up to ``max_items``) validation samples (``x`` target, ``cond``, optional
+    It samples ``sampling.calibration_members`` members for (up to ``max_items``) validation samples (``x`` target, ``cond``, optional
     ``weight``), measures the weighted spread/skill ratio ``sqrt((M+1)/M) spread / RMSE`` of the samples around the
     truth, and returns the inflation ``1 / ratio`` (clipped to [0.5, 4]) of each member's deviation from the model's
     conditional mean, as ``{"sampling": {"inflation"}, "metrics": {...}}``.
     """
 
+    spec = sampling if isinstance(sampling, SamplingSpec) else SamplingSpec.from_settings(sampling)
+    spec = spec.replace(inflation=None)  # calibration measures the raw spread
+    members = spec.calibration_members
+
     def calibrate(module: DiffusionModule) -> dict[str, Any]:
-        if len(val) == 0 or not sampling.get("calibrate", True) or members < 2:
+        if len(val) == 0 or not spec.calibrate or members < 2:
             return {}
         device = next(module.parameters()).device
         items = [val[i] for i in range(min(len(val), max_items))]
         x = torch.stack([it["x"] for it in items]).to(device)
         cond = torch.stack([it["cond"] for it in items]).repeat_interleave(members, 0).to(device)
         w = items[0]["weight"].to(device) if "weight" in items[0] else torch.ones((), device=device)
-        den, bs = module.denoiser(), int(sampling.get("batch_size", 32))
-        seeds = [step_seed(seed, i, 10**6) for i in range(len(cond))]
-        z = sample_batched(den, x.shape[1:], sampling_sigmas(sampling, device), seeds, sampler=sampling["sampler"],
-                           cond=cond, batch_size=bs, device=device, **sampler_options(sampling))
-        m = conditional_mean(den, x.shape[1:], cond, float(sampling["sigma_max"]), batch_size=bs, device=device)
+        den = module.denoiser()
+        # Keyed by (validation item, member): the same draws whatever the batch size.
+        seeds = [derive_seed(seed, "calibration", i // members, i % members) for i in range(len(cond))]
+        z = sample_batched(den, x.shape[1:], seeds, spec, cond=cond, device=device)
+        m = conditional_mean(den, x.shape[1:], cond, spec.sigma_start, spec, device=device)
         z, m = z.view(len(x), members, *x.shape[1:]), m.view(len(x), members, *x.shape[1:])
         ok = torch.isfinite(x)
         wt = torch.where(ok, w.expand_as(x), 0)

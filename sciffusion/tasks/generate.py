@@ -16,8 +16,8 @@ import torch
 from ..training.checkpoint import atomic_write
 from ..training.data import DiffusionDataModule
 from ..training.fit import load_trained
-from ..training.sampling import sample_batched
-from .base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
+from ..diffusion import derive_seed
+from .base import Flag, Task, register, run_training
 
 
 def read_array(path: str | pathlib.Path) -> np.ndarray:
@@ -71,16 +71,11 @@ class Generate(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        s = run.sampling_settings(config.get("sampling"))  # this command's settings win
-        device = resolve_device(s["device"])
-        run.to(device)
         n = int(config["num"])
         if n < 1:
             raise ValueError(f"--num must be >= 1; got {n}")
-        seeds = [int(config["seed"]) + i for i in range(n)]
-        z = sample_batched(run.denoiser(), run.metadata["shape"], sampling_sigmas(s, device), seeds,
-                           sampler=s["sampler"], batch_size=int(s["batch_size"]), device=device, progress=True,
-                           desc="generate", **sampler_options(s))
+        seeds = [derive_seed(int(config["seed"]), "sample", i) for i in range(n)]
+        z = run.sample(run.metadata["shape"], seeds, sampling=config.get("sampling"), progress=True, desc="generate")
         x = run.normalizer.denormalize(z.cpu()) if run.normalizer is not None else z.cpu()
         return write_array(config["out"], x.numpy())
 

@@ -12,6 +12,28 @@ import torch
 import xarray as xr
 
 from ..training.checkpoint import atomic_write
+from ..training.sampling import SamplingSpec
+
+SEED_ATTR, SAMPLING_ATTR = "sciffusion_seed", "sciffusion_sampling"
+
+
+def provenance(seed: int, spec: SamplingSpec | None) -> dict[str, Any]:
+    """The attributes every sampled output records: the seed it was drawn with and the sampling spec (JSON)."""
+    attrs: dict[str, Any] = {SEED_ATTR: int(seed)}
+    if spec is not None:
+        attrs[SAMPLING_ATTR] = json.dumps(spec.to_dict(), sort_keys=True)
+    return attrs
+
+
+def recorded_seed(attrs: dict[str, Any], given: int | None) -> int:
+    """The seed an output was made with (what ``evaluate`` must reuse for baselines paired with its members);
+    ``given`` only for files that do not record one. A different ``given`` is refused, not silently used."""
+    if SEED_ATTR not in attrs:
+        return int(given or 0)
+    seed = int(attrs[SEED_ATTR])
+    if given is not None and int(given) != seed:
+        raise ValueError(f"the file was made with --seed {seed}; its paired baselines use that seed, not {given}")
+    return seed
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> pathlib.Path:

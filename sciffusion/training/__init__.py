@@ -6,8 +6,9 @@ from .ema import EMA
 from .fit import TrainedRun, export_run, fit, load_trained
 from .module import DiffusionModule
 from .normalizer import Normalizer
-from .sampling import sample_batched
+from .sampling import SamplingSpec, sample_batched
+from .schema import ConfigError
 
 __all__ = ["EMA", "Normalizer", "RunError", "atomic_write", "load_run", "load_tensors", "read_manifest", "save_run",
            "ArrayDataset", "DiffusionDataModule", "StepBatchSampler", "DiffusionModule", "TrainedRun", "export_run",
-           "fit", "load_trained", "sample_batched"]
+           "fit", "load_trained", "sample_batched", "SamplingSpec", "ConfigError"]

@@ -26,7 +26,9 @@ from torch import Tensor
 from .._version import __version__
 
 MANIFEST = "run.json"
-FORMAT = 1
+# The run format: bumped whenever what a run directory holds, or how its config is read, changes. Older formats are
+# migrated on load by :func:`migrate_config` (the one place that knows them); newer ones are refused.
+FORMAT = 2
 
 
 class RunError(ValueError):
@@ -104,8 +106,25 @@ def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: 
     return run
 
 
-def _major_minor(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+def _major(version: str) -> int | None:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def migrate_config(config: dict[str, Any], fmt: int) -> dict[str, Any]:
+    """A run config of format ``fmt`` as the current format reads it.
+
+    Format 1 (sciffusion 0.1): a ``sampling`` section without ``exact_gaussian`` sampled with the plain solver, and
+    a ``superres`` section without ``base`` added its residual to linear interpolation; both are made explicit, so
+    the defaults of new runs never change what an old run draws.
+    """
+    config = dict(config)
+    if fmt < 2:
+        if isinstance(config.get("sampling"), dict):
+            config["sampling"] = {"exact_gaussian": False, **config["sampling"]}
+        if isinstance(config.get("superres"), dict):
+            config["superres"] = {"base": "linear", **config["superres"]}
+    return config
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -118,10 +137,11 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"{run} is not a complete sciffusion run (no {MANIFEST}: interrupted or not a run dir)") from None
     except json.JSONDecodeError as e:
         raise RunError(f"{run / MANIFEST} is not valid JSON: {e.msg}") from None
-    if manifest.get("format") != FORMAT:
-        raise RunError(f"{run} has run format {manifest.get('format')!r}; this sciffusion reads format {FORMAT}")
+    fmt = manifest.get("format")
+    if not isinstance(fmt, int) or not 1 <= fmt <= FORMAT:
+        raise RunError(f"{run} has run format {fmt!r}; this sciffusion reads formats 1 to {FORMAT}")
     theirs = str(manifest.get("sciffusion_version", "?"))
-    if _major_minor(theirs) != _major_minor(__version__):
+    if _major(theirs) != _major(__version__):
         raise RunError(f"{run} was written by sciffusion {theirs}, incompatible with this {__version__}")
     return manifest
 
@@ -141,7 +161,12 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         if hashlib.sha256(data).hexdigest() != digest:
             raise RunError(f"{path} does not match its checksum in {MANIFEST} (modified or corrupted)")
         key = name.split(".")[0]
-        out[key] = _read_safetensors(data, path) if name.endswith(".safetensors") else json.loads(data)
+        try:
+            out[key] = _read_safetensors(data, path) if name.endswith(".safetensors") else json.loads(data)
+        except json.JSONDecodeError as e:
+            raise RunError(f"{path} is not valid JSON: {e.msg}") from None
+    if isinstance(out.get("config"), dict):
+        out["config"] = migrate_config(out["config"], manifest["format"])
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..diffusion import derive_seed
 from .normalizer import Normalizer
 
 
@@ -72,12 +73,13 @@ class StepBatchSampler(Sampler[list[int]]):
         lo = self.rank * self.bs
         for k in range(self._start(), self.stop):
             if per_epoch == 0:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+                g = torch.Generator().manual_seed(derive_seed(self.seed, "batch", k))
                 yield torch.randint(self.n, (gbs,), generator=g)[lo:lo + self.bs].tolist()
                 continue
             e, j = divmod(k, per_epoch)
             if e != epoch:
-                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + e))
+                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                    derive_seed(self.seed, "epoch", e)))
             yield perm[j * gbs + lo:j * gbs + lo + self.bs].tolist()
 
 

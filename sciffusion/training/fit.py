@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger
 
 from ..diffusion import Denoiser
+from ..diffusion.precond import DenoiserFn
 from .checkpoint import RunError, atomic_write, load_run, save_run
 from .data import DiffusionDataModule
 from .module import DiffusionModule
 from .normalizer import Normalizer
+from .sampling import SamplingSpec, sample_batched
 
 LAST = "checkpoints/last.ckpt"
 
@@ -139,10 +142,30 @@ class TrainedRun:
         self.module.to(device)
         return self
 
-    def sampling_settings(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The run's ``sampling`` config with ``overrides`` on top (an override of None keeps the run's value)."""
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        return {**self.config.get("sampling", {}), **given}
+    def sampling_spec(self, overrides: Mapping[str, Any] | SamplingSpec | None = None) -> SamplingSpec:
+        """How this run samples: its stored ``sampling`` settings with ``overrides`` on top (an override of None
+        keeps the run's value); a :class:`SamplingSpec` is used as it is."""
+        if isinstance(overrides, SamplingSpec):
+            return overrides
+        return SamplingSpec.from_settings(self.config.get("sampling"), overrides)
+
+    def sample(self, shape: Sequence[int], seeds: Sequence[int], *, cond: torch.Tensor | None = None,
+               sampling: Mapping[str, Any] | SamplingSpec | None = None,
+               wrap: Callable[[DenoiserFn], DenoiserFn] | None = None, device: torch.device | str | None = None,
+               progress: bool = False, desc: str = "sampling") -> torch.Tensor:
+        """Draw ``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``) with the run's EMA
+        denoiser: the one sampling path every task uses (:func:`~sciffusion.training.sampling.sample_batched`).
+
+        ``seeds`` come from :func:`~sciffusion.derive_seed` (one per sample, keyed by what the sample is);
+        ``cond`` is ``(n, C_cond, *spatial)``; ``sampling`` overrides the run's settings; ``wrap`` turns the
+        denoiser into another one (tiling, guidance, known values) that declares the same ``sigma_data``. The run
+        is moved to the device first. Returns fp32 ``(n, C, *spatial)`` on the device.
+        """
+        spec = self.sampling_spec(sampling)
+        device = spec.resolve_device(device)
+        self.to(device)
+        den = self.denoiser() if wrap is None else wrap(self.denoiser())
+        return sample_batched(den, shape, seeds, spec, cond=cond, device=device, progress=progress, desc=desc)
 
 
 def load_trained(run_dir: str | os.PathLike | TrainedRun, task: str | None = None) -> TrainedRun:

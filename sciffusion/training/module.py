@@ -1,8 +1,10 @@
 """The one LightningModule every task trains: a U-Net, EDM preconditioning, the diffusion loss and an EMA copy.
 
 Lightning runs the loop, logging, precision and devices; this module only says what one step is. Randomness is a
-function of ``(seed, global_step, rank)`` (the global RNG is reseeded before every step), so a run resumed from a
-checkpoint draws the same noise as one that was never interrupted.
+function of the seed: the initial weights of ``derive_seed(seed, "weights")``, each step's noise of
+``derive_seed(seed, "step", global_step, rank)`` (the global RNG is reseeded before every step), so two runs with one
+seed are bit-identical on one thread, and a run resumed from a checkpoint draws the same noise as one that was
+never interrupted.
 """
 
 from __future__ import annotations
@@ -13,18 +15,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ..diffusion import Denoiser, DiffusionLoss, karras_sigmas
+from ..diffusion import Denoiser, DiffusionLoss, derive_seed, karras_sigmas
 from ..diffusion.noise import PROCESSES
 from ..nets import UNet
 from .ema import EMA
-
-
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A 63-bit seed that differs for every ``(seed, step, rank)`` (SplitMix64 finaliser: neighbours decorrelate)."""
-    z = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) >> 1
 
 
 def build_process(spec: str | dict[str, Any]):
@@ -62,7 +56,9 @@ class DiffusionModule(L.LightningModule):
         self.save_hyperparameters()
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}")
-        self.net = UNet(**net)
+        with torch.random.fork_rng(devices=[]):  # the weights follow the seed; the caller's RNG is left as it was
+            torch.manual_seed(derive_seed(seed, "weights"))
+            self.net = UNet(**net)
         self.ema = EMA(self.net, ema_half_life)
         self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
                                      noise_factor=noise_factor)
@@ -73,7 +69,7 @@ class DiffusionModule(L.LightningModule):
         return Denoiser(net, self.hparams.sigma_data, self.hparams.parameterization)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+        torch.manual_seed(derive_seed(self.hparams.seed, "step", self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss_fn(self.denoiser(ema=False), batch["x"], mask=batch.get("mask"), weight=batch.get("weight"),

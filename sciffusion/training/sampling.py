@@ -1,95 +1,195 @@
-"""Draw many samples (ensemble members, scenario paths, volumes) in batches, one seed each, with a progress bar."""
+"""The one sampling path of trained models: a typed spec of how to sample, and one function that draws many
+samples (ensemble members, scenario paths, volumes) in batches, one seed each, with a progress bar.
+
+Tasks never write the sequence (settings -> device -> grid -> sampler options -> batches) themselves: they call
+:meth:`~sciffusion.training.TrainedRun.sample`, or :func:`sample_batched` with a :class:`SamplingSpec` while a
+model is still training (calibration).
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diffusion import generators_from_seeds, sample
-from ..diffusion.samplers import SAMPLERS
+from ..diffusion import declared_sigma_data, generators_from_seeds, karras_sigmas, sample
 from ..diffusion.precond import DenoiserFn
+from ..diffusion.samplers import SAMPLERS, check_options, sampler_options, validate_sigmas
+
+# The sampler options a spec can hold (each is passed only when set, and only to a sampler that takes it).
+OPTION_KEYS = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta")
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How a trained run samples: the ``sampling`` section of its config, typed.
+
+    Built once from the run's stored settings plus the caller's overrides (:meth:`from_settings`); the grid is
+    EDM's (Karras et al. 2022, eq. 5) over ``[sigma_min, sigma_max]`` plus a final 0.
+    """
+
+    sampler: str = "heun"  # name in sciffusion.SAMPLERS: euler, heun, ddim, ddpm, dpmpp_2m
+    steps: int = 32  # steps over the grid (network calls: sciffusion.nfe(sampler, steps))
+    sigma_min: float = 0.002  # smallest non-zero noise level of the grid, in normalised data units
+    sigma_max: float = 80.0  # largest noise level (where sampling starts), in normalised data units
+    rho: float = 7.0  # EDM's grid exponent: larger puts more steps at low noise
+    grid: list[float] | None = None  # an explicit descending sigma grid, used exactly as given (replaces the four above)
+    S_churn: float | None = None  # heun: total stochastic churn (EDM's spelling; None or 0: deterministic)
+    S_tmin: float | None = None  # heun: churn only where sigma >= S_tmin (sigma units)
+    S_tmax: float | None = None  # heun: churn only where sigma <= S_tmax (sigma units)
+    S_noise: float | None = None  # heun: std of the churn noise relative to the exact amount
+    eta: float | None = None  # ddim: fresh-noise scale in [0, 1] (0 deterministic, 1 ancestral)
+    exact_gaussian: bool = True  # integrate the N(0, sigma_data^2) part of the ODE exactly (dpmpp_2m)
+    batch_size: int = 32  # samples per batch of network calls (the memory knob)
+    device: str = "auto"  # cpu, cuda, cuda:N or auto (cuda when available)
+    precision: str = "auto"  # network precision: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32
+    inflation: float | None = None  # scale of each sample's deviation from the conditional mean (spread fix)
+    calibrate: bool = True  # training: choose the inflation on the validation split (tasks with a condition)
+    calibration_members: int = 8  # training: members per validation sample when calibrating
+
+    def __post_init__(self) -> None:
+        if self.grid is not None:
+            object.__setattr__(self, "grid", validate_sigmas(self.grid))
+            object.__setattr__(self, "steps", len(self.grid) - 1)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampling.sampler {self.sampler!r} is not a sampler; choose one of {sorted(SAMPLERS)}")
+        if self.steps < 1:
+            raise ValueError(f"sampling.steps must be >= 1; got {self.steps}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"sampling needs 0 < sigma_min < sigma_max; got {self.sigma_min}, {self.sigma_max}")
+        if self.batch_size < 1:
+            raise ValueError(f"sampling.batch_size must be >= 1; got {self.batch_size}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"sampling.precision must be auto, bf16 or fp32; got {self.precision!r}")
+        if self.inflation is not None and not self.inflation > 0:
+            raise ValueError(f"sampling.inflation must be > 0; got {self.inflation}")
+        check_options(self.sampler, self.set_options())
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> SamplingSpec:
+        """The spec of a run's ``sampling`` settings with ``overrides`` on top (an override of None keeps the run's
+        value). Unknown keys and wrong types are refused with the key named (:mod:`.schema`)."""
+        from .schema import check_config, dataclass_schema
+
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        merged = check_config({"sampling": {**(settings or {}), **given}}, {"sampling": dataclass_schema(cls)})
+        return cls(**merged["sampling"])
+
+    def replace(self, **changes: Any) -> SamplingSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def set_options(self) -> dict[str, Any]:
+        """The sampler options this spec sets (None means the sampler's own default)."""
+        return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
+
+    def options(self, denoiser: DenoiserFn) -> dict[str, Any]:
+        """Keyword options for the sampler: the set ones, plus the denoiser's declared ``sigma_data`` when
+        ``exact_gaussian`` is on and the sampler integrates the Gaussian part (it takes a ``sigma_data`` option)."""
+        opts = self.set_options()
+        if self.exact_gaussian and "sigma_data" in sampler_options(self.sampler):
+            opts["sigma_data"] = declared_sigma_data(denoiser)
+        return opts
+
+    def sigmas(self, device: torch.device | str = "cpu") -> Tensor:
+        """The sampling grid: ``grid`` as given, else EDM's over ``[sigma_min, sigma_max]`` with a final 0."""
+        if self.grid is not None:
+            return torch.tensor(self.grid, dtype=torch.float64, device=device)
+        return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho, device=device)
+
+    @property
+    def sigma_start(self) -> float:
+        """The noise level sampling starts from (the conditional mean is taken there)."""
+        return float(self.grid[0]) if self.grid is not None else self.sigma_max
+
+    def resolve_device(self, device: torch.device | str | None = None) -> torch.device:
+        """``device`` if given, else the spec's (``auto``: CUDA when available)."""
+        return resolve_device(device if device is not None else self.device)
+
+    def autocast(self, device: torch.device) -> Any:
+        """The network's precision context: bf16 autocast on CUDA unless ``precision`` is fp32 (the sampler's
+        arithmetic and the preconditioning stay fp32 either way)."""
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def resolve_device(spec: torch.device | str | None) -> torch.device:
+    """``auto`` (or None): CUDA when available, else CPU; anything else as torch reads it."""
+    if spec is None or (isinstance(spec, str) and spec == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"sampling.device {spec!r} is not a device (cpu, cuda, cuda:N or auto)") from None
 
 
 def network_autocast(device: torch.device) -> Any:
     """bf16 autocast for the network on CUDA (the sampler's arithmetic stays fp32), nothing elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    return SamplingSpec().autocast(device)
 
 
-def with_sigma_data(denoiser: DenoiserFn, sampler: str | Callable, options: dict[str, Any],
-                    exact_gaussian: bool) -> dict[str, Any]:
-    """``options`` plus the denoiser's ``sigma_data`` when ``exact_gaussian`` and the sampler takes it (it then
-    integrates the ``N(0, sigma_data^2)`` part of the ODE exactly); unchanged otherwise."""
-    fn = SAMPLERS.get(sampler) if isinstance(sampler, str) else sampler
-    if not exact_gaussian or fn is None or "sigma_data" not in inspect.signature(fn).parameters:
-        return options
-    if getattr(denoiser, "sigma_data", None) is None:
-        raise ValueError("exact_gaussian needs a denoiser with a sigma_data attribute (a sciffusion Denoiser)")
-    return {**options, "sigma_data": float(denoiser.sigma_data)}
+def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[int], spec: SamplingSpec, *,
+                   cond: Tensor | None = None, device: torch.device | str | None = None, progress: bool = False,
+                   desc: str = "sampling") -> Tensor:
+    """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` fp32
+    on the device (``device``, else the spec's).
 
-
-def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, seeds: Sequence[int], *,
-                   sampler: str = "heun", cond: Tensor | None = None, batch_size: int = 32,
-                   device: torch.device | str | None = None, progress: bool = False, desc: str = "sampling",
-                   inflation: float = 1.0, exact_gaussian: bool = False, **sampler_kwargs: Any) -> Tensor:
-    """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` on
-    ``device``.
-
-    Sample ``i`` starts from the noise of ``seeds[i]`` and is conditioned on ``cond[i]`` (``cond`` is ``(n, ...)``),
-    so it is the same whatever ``batch_size`` is. On CUDA the network runs under bf16 autocast (the preconditioning
-    and the sampler's arithmetic stay fp32). ``progress`` shows one bar over all sampler steps of all batches.
-    ``inflation`` != 1 scales each sample's deviation from the model's conditional mean ``D(0; sigmas[0], cond)``
-    (see :func:`conditional_mean`): a spread correction that leaves every sample independent of the others.
-    ``exact_gaussian`` passes the denoiser's ``sigma_data`` to a sampler that takes it (``dpmpp_2m``: the
-    ``N(0, sigma_data^2)`` part of the ODE is then integrated exactly); other samplers run as they are.
+    Sample ``i`` starts from the noise of ``seeds[i]`` (see :func:`~sciffusion.derive_seed`) and is conditioned on
+    ``cond[i]`` (``cond`` is ``(n, ...)``), so it is the same whatever ``spec.batch_size`` is. ``progress`` shows
+    one bar over all sampler steps of all batches. ``spec.inflation`` scales each sample's deviation from the
+    model's conditional mean ``D(0; sigmas[0], cond)`` (see :func:`conditional_mean`): a spread correction that
+    leaves every sample independent of the others.
     """
     n = len(seeds)
     if n < 1:
         raise ValueError("need at least one seed")
+    inflation = 1.0 if spec.inflation is None else float(spec.inflation)
     if inflation != 1.0 and cond is None:
         raise ValueError("inflation scales deviations from the conditional mean, so it needs cond")
     if cond is not None and len(cond) != n:
         raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
-    device = torch.device(device) if device is not None else (cond.device if cond is not None else torch.device("cpu"))
-    sampler_kwargs = with_sigma_data(denoiser, sampler, sampler_kwargs, exact_gaussian)
-    steps = len(sigmas) - 1
-    chunks = range(0, n, batch_size)
-    autocast = network_autocast(device)
+    device = spec.resolve_device(device)
+    sigmas = spec.sigmas(device)
+    options = spec.options(denoiser)
+    chunks = range(0, n, spec.batch_size)
     out = []
-    with tqdm(total=steps * len(chunks), desc=desc, disable=not progress, unit="step") as bar, torch.inference_mode():
+    with tqdm(total=spec.steps * len(chunks), desc=desc, disable=not progress, unit="step") as bar, \
+            torch.inference_mode():
         for lo in chunks:
-            idx = slice(lo, min(n, lo + batch_size))
-            kw = dict(sampler_kwargs)
-            if cond is not None:
-                kw["cond"] = cond[idx].to(device)
-            with autocast:
-                x = sample(denoiser, (idx.stop - idx.start, *shape), sigmas, sampler=sampler,
+            idx = slice(lo, min(n, lo + spec.batch_size))
+            extra = None if cond is None else {"cond": cond[idx].to(device)}
+            with spec.autocast(device):
+                x = sample(denoiser, (idx.stop - idx.start, *shape), sigmas, sampler=spec.sampler, extra_args=extra,
                            generator=generators_from_seeds(seeds[idx], device), device=device,
-                           callback=lambda _: bar.update(1), **kw)
+                           callback=lambda _: bar.update(1), **options)
             out.append(x.float())
     x = torch.cat(out)
     if inflation != 1.0:
-        m = conditional_mean(denoiser, shape, cond, float(sigmas[0]), batch_size=batch_size, device=device)
+        assert cond is not None
+        m = conditional_mean(denoiser, shape, cond, spec.sigma_start, spec, device=device)
         x = m + inflation * (x - m)
     return x
 
 
-def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, sigma: float, *,
-                     batch_size: int = 32, device: torch.device | str | None = None) -> Tensor:
+def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, sigma: float, spec: SamplingSpec, *,
+                     device: torch.device | str | None = None) -> Tensor:
     """``D(0; sigma, cond)`` for each row of ``cond``: at a large ``sigma`` the denoiser's estimate from a blank
     input is the model's conditional mean. Spread inflation scales each member's deviation from it, which keeps a
     member independent of how many others are drawn (inflating about the ensemble mean would not)."""
-    device = torch.device(device) if device is not None else cond.device
-    autocast = network_autocast(device)
+    device = spec.resolve_device(device if device is not None else cond.device)
     out = []
-    with torch.inference_mode(), autocast:
-        for lo in range(0, len(cond), batch_size):
-            c = cond[lo:lo + batch_size].to(device)
+    with torch.inference_mode(), spec.autocast(device):
+        for lo in range(0, len(cond), spec.batch_size):
+            c = cond[lo:lo + spec.batch_size].to(device)
             x = torch.zeros((len(c), *shape), device=device)
             out.append(denoiser(x, torch.full((len(c),), float(sigma), device=device), cond=c).float())
     return torch.cat(out)

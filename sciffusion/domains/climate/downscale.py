@@ -31,15 +31,14 @@ import xarray as xr
 from torch.utils.data import Dataset
 
 from ..._version import __version__
-from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
+from ...diffusion import derive_seed
+from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...training.module import step_seed
-from ...training.sampling import sample_batched
-from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
-from .fields import Grid, canonical, open_fields
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
+from .fields import Grid, canonical, open_fields, time_key
 from .forecast import _fields, read_static, select_period
 
 
@@ -139,8 +138,7 @@ class Downscale(Task):
                 "attrs": {v: dict(ds[v].attrs) for v in variables},
                 "coord_attrs": {c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
                 "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
-        calibrate = spread_calibrator(va, config["sampling"], int(config["sampling"]["calibration_members"]),
-                                      int(config["seed"]))
+        calibrate = spread_calibrator(va, config["sampling"], int(config["seed"]))
         return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
@@ -151,7 +149,8 @@ class Downscale(Task):
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         fc = open_output(config["evaluate"]["downscaled"], "downscale")
-        table = evaluate_downscaling(fc, config["data"]["path"], config["run"], seed=int(config["seed"]),
+        table = evaluate_downscaling(fc, config["data"]["path"], config["run"],
+                                     seed=recorded_seed(fc.attrs, config.get("seed")),
                                      plots=config["evaluate"].get("plots"))
         return report_scores(table, format_downscale_table(table), config.get("out"))
 
@@ -285,24 +284,23 @@ def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | x
         raise ValueError(f"members must be >= 1; got {members}")
     ds, coarse, fine, g = coarse_input(run, data, period)
     prep = DownscalePrep.from_run(run)
-    s = run.sampling_settings(sampling)
-    device = resolve_device(s.get("device"))
-    run.to(device)
+    spec = run.sampling_spec(sampling)
     T, C = coarse.shape[:2]
     base = prep.interp(coarse)
     cond = torch.from_numpy(np.repeat(prep.cond(base), members, axis=0))
-    seeds = [step_seed(seed, t, m) for t in range(T) for m in range(members)]
-    inflation = float(s.get("inflation") or 1.0)
-    z = sample_batched(run.denoiser(), (C, *fine.shape), sampling_sigmas(s, device), seeds, sampler=s["sampler"],
-                       cond=cond, batch_size=int(s.get("batch_size", 32)), device=device, progress=progress,
-                       desc="downscale", inflation=inflation, **sampler_options(s)).cpu().numpy().astype(np.float64)
+    # Keyed by the time itself: two shards of one period draw what the whole period would.
+    times = [time_key(t) for t in ds[fine.time].values] if fine.time in ds.coords else list(range(T))
+    seeds = [derive_seed(seed, "downscale", t, m) for t in times for m in range(members)]
+    inflation = float(spec.inflation or 1.0)
+    z = run.sample((C, *fine.shape), seeds, cond=cond, sampling=spec, progress=progress,
+                   desc="downscale").cpu().numpy().astype(np.float64)
     z = z.reshape(T, members, C, *fine.shape)
     out = prep.denorm(base[:, None] + prep.bias + prep.scale * z)
     out = np.where(prep.land, np.nan, out).astype(np.float32)
-    note = (f"run {run.config.get('out')}, factor {prep.factor}, {members} members, sampler {s['sampler']} "
-            f"{s['steps']} steps, spread inflation {inflation:.3f}")
+    note = (f"run {run.config.get('out')}, factor {prep.factor}, {members} members, sampler {spec.sampler} "
+            f"{spec.steps} steps, spread inflation {inflation:.3f}")
     return fine_dataset(out, ds, fine, run, "sciffusion diffusion downscaling", note,
-                        {"sciffusion_inflation": inflation})
+                        {"sciffusion_inflation": inflation, **provenance(seed, spec)})
 
 
 def fine_dataset(out: np.ndarray, ds: xr.Dataset, fine: Grid, run: TrainedRun, source: str, note: str,

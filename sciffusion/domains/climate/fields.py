@@ -39,6 +39,15 @@ def _find(ds: xr.Dataset | xr.DataArray, kind: str) -> str:
                      f"dims are {dims}")
 
 
+def time_key(t: Any) -> str:
+    """A time's identity as a string, the same for numpy, pandas and cftime times of one instant
+    (``2030-07-01T00:00:00``): the key of its members' seeds, so they do not depend on where it sits in a file."""
+    if isinstance(t, np.datetime64):
+        return str(np.datetime_as_string(t.astype("datetime64[s]"), unit="s"))
+    iso = getattr(t, "isoformat", None)
+    return str(iso()).replace(" ", "T")[:19] if iso is not None else str(t)
+
+
 def find_time(ds: xr.Dataset | xr.DataArray) -> str:
     for d in ds.dims:
         if d in ds.coords and (ds[d].attrs.get("standard_name") == "time" or ds[d].attrs.get("axis") == "T"

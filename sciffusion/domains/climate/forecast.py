@@ -23,14 +23,13 @@ import xarray as xr
 from torch.utils.data import Dataset
 
 from ..._version import __version__
-from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
+from ...diffusion import derive_seed
+from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...training.module import step_seed
-from ...training.sampling import sample_batched
-from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
-from .fields import Grid, canonical, open_fields, static_field
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
+from .fields import Grid, canonical, open_fields, static_field, time_key
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, fit_anomaly_stats, years
 
 
@@ -249,8 +248,7 @@ class Forecast(Task):
                 "attrs": {v: dict(ds[v].attrs) for v in variables}, "coord_attrs": {
                     c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
                 "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
-        calibrate = spread_calibrator(va, config["sampling"], int(config["sampling"]["calibration_members"]),
-                                      int(config["seed"]))
+        calibrate = spread_calibrator(va, config["sampling"], int(config["seed"]))
         return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
 
     # --- sampling --------------------------------------------------------------------------------------------
@@ -273,7 +271,8 @@ class Forecast(Task):
         if base and not config.get("run"):
             raise ValueError("baselines need --run (they are fitted on the run's training period); or --baselines none")
         table = evaluate_forecast(fc, config["data"]["path"], config.get("run"), baselines=base,
-                                  members=int(e.get("members", 16)), seed=int(config["seed"]))
+                                  members=int(e.get("members", 16)),
+                                  seed=recorded_seed(fc.attrs, config.get("seed")))
         if e.get("plots"):
             from .evaluate import truth_for
             from .plots import forecast_plots
@@ -438,9 +437,7 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         normal_years = float(run.metadata.get("normal_years", 0.0))
     st = initial_states(run, data, init_period, normal_years)
     prep, g = st.prep, st.grid
-    s = run.sampling_settings(sampling)
-    device = resolve_device(s.get("device"))
-    run.to(device)
+    spec = run.sampling_spec(sampling)
     I, C = st.a_hist.shape[0], len(st.variables)
     valid = np.isfinite(st.a_hist[:, -1])                                                   # (I, C, H, W)
     a_hist = np.repeat(st.a_hist, members, axis=0)                                          # (I*M, k, C, H, W)
@@ -449,29 +446,27 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         k = prep.history
         past = np.stack([shift(*st.past_time(k - 1 - j)) for j in range(k)], axis=2)    # (I, M, k, C, H, W)
         a_hist = a_hist - past.reshape(a_hist.shape)
-    inflation = float(s.get("inflation") or 1.0)
-    sigmas = sampling_sigmas(s, device)
+    inflation = float(spec.inflation or 1.0)
     out = np.empty((I, leads, members, C, *g.shape), dtype=np.float32)
+    inits = [time_key(t) for t in st.times]  # seeds keyed by the initial time itself, not its place in the file
     for lead in range(1, leads + 1):
         cond = torch.from_numpy(prep.cond(a_hist))
-        seeds = [step_seed(seed, i * 100_003 + m, lead) for i in st.index for m in range(members)]
-        z = sample_batched(run.denoiser(), (C, *g.shape), sigmas, seeds, sampler=s["sampler"], cond=cond,
-                           batch_size=int(s.get("batch_size", 32)), device=device, progress=progress,
-                           desc=f"lead {lead}/{leads}", inflation=inflation,
-                           **sampler_options(s)).cpu().numpy().astype(np.float64)
+        seeds = [derive_seed(seed, "forecast", t, m, lead) for t in inits for m in range(members)]
+        z = run.sample((C, *g.shape), seeds, cond=cond, sampling=spec, progress=progress,
+                       desc=f"lead {lead}/{leads}").cpu().numpy().astype(np.float64)
         r = (z * prep.resid_std[None, :, None, None]).reshape(I, members, C, *g.shape)
         a_next = prep.ar1.phi * a_hist[:, -1].reshape(I, members, C, *g.shape) + r
         a_next = np.where(valid[:, None], a_next, np.nan)
         expected = st.clim_at_lead(lead)[:, None] + (0.0 if shift is None else shift(*st.valid_time(lead)))
         out[:, lead - 1] = (a_next + expected).astype(np.float32)
         a_hist = np.concatenate([a_hist[:, 1:], a_next.reshape(I * members, 1, C, *g.shape)], axis=1)
-    note = (f"run {run.config.get('out')}, {members} members, {leads} leads, sampler {s['sampler']} {s['steps']} "
+    note = (f"run {run.config.get('out')}, {members} members, {leads} leads, sampler {spec.sampler} {spec.steps} "
             f"steps, spread inflation {inflation:.3f}" + (f", recent normal of {normal_years:g} years"
                                                            if normal_years else "")
             + (f", normal bootstrapped in {normal_uncertainty:g}-year blocks" if normal_uncertainty else ""))
     return to_dataset(out, st, "sciffusion diffusion forecast", note,
                       {"sciffusion_inflation": inflation, "sciffusion_normal_years": float(normal_years),
-                       "sciffusion_normal_uncertainty": float(normal_uncertainty or 0.0)})
+                       "sciffusion_normal_uncertainty": float(normal_uncertainty or 0.0), **provenance(seed, spec)})
 
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...diffusion import numpy_rng
+
 
 CYCLES = ("month", "doy", "none")
 
@@ -262,7 +264,7 @@ def bootstrap_normals(clim: Climatology, anomalies: np.ndarray, keys: np.ndarray
     E = np.where(ok, cells, 0.0)
     out = np.empty((members, X.shape[1], *anomalies.shape[1:]))
     for m in range(members):
-        rng = np.random.default_rng([int(seed), m, 0x6E6F726D])
+        rng = numpy_rng(int(seed), "normal", m)
         starts = rng.integers(0, T - block + 1, size=-(-T // block))
         idx = (starts[:, None] + np.arange(block)[None]).reshape(-1)[:T]
         out[m] = (pinv @ E[idx] * ok).reshape(X.shape[1], *anomalies.shape[1:])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...diffusion import numpy_rng
 from .garch import GarchT, correlation_factor, day_number
 
 PCT = 100.0
@@ -35,7 +36,7 @@ class GarchBaseline:
         s2 = self.garch.filter(r.to_numpy() * PCT)
         out = np.empty((len(rows), horizon, paths, r.shape[1]))
         for i, row in enumerate(rows):
-            rng = np.random.default_rng([seed, int(day_number(r.index[row])[0])])
+            rng = numpy_rng(seed, "baseline", int(day_number(r.index[row])[0]))
             z = self._shocks(rng, paths, horizon)
             lr, _ = self.garch.simulate(np.repeat(s2[row + 1][None], paths, 0), z)
             out[i] = lr.transpose(2, 0, 1) / PCT
@@ -44,7 +45,7 @@ class GarchBaseline:
     def long_paths(self, r: pd.DataFrame, days: int, paths: int, seed: int) -> np.ndarray:
         """``(paths, days, A)`` from the state at the last day of ``r``."""
         s2 = self.garch.filter(r.to_numpy() * PCT)
-        z = self._shocks(np.random.default_rng([seed, 1]), paths, days)
+        z = self._shocks(numpy_rng(seed, "baseline long"), paths, days)
         lr, _ = self.garch.simulate(np.repeat(s2[-1][None], paths, 0), z)
         return lr.transpose(0, 2, 1) / PCT
 
@@ -61,7 +62,7 @@ def bootstrap_scenarios(r: pd.DataFrame, rows: np.ndarray, paths: int, horizon: 
         starts = np.flatnonzero(ok_block[first:max(row - horizon + 2, first)]) + first
         if len(starts) == 0:
             raise ValueError(f"no complete {horizon}-day block of history before {r.index[row].date()}")
-        rng = np.random.default_rng([seed, int(day_number(r.index[row])[0])])
+        rng = numpy_rng(seed, "baseline", int(day_number(r.index[row])[0]))
         s = rng.choice(starts, paths)
         out[i] = np.stack([x[s + h] for h in range(horizon)])
     return out
@@ -72,7 +73,7 @@ def bootstrap_long(r: pd.DataFrame, days: int, paths: int, horizon: int, seed: i
     x = r.to_numpy()
     full = np.isfinite(x).all(1)
     starts = np.flatnonzero(np.convolve(full.astype(int), np.ones(horizon, int), "valid") == horizon)
-    rng = np.random.default_rng([seed, 2])
+    rng = numpy_rng(seed, "bootstrap long")
     n = -(-days // horizon)
     s = rng.choice(starts, (paths, n))
     blocks = np.stack([x[s + h] for h in range(horizon)], axis=2)  # (paths, n, H, A)

@@ -28,12 +28,13 @@ import xarray as xr
 from torch.utils.data import Dataset
 
 from ...metrics import crps_ensemble_np
-from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, sampling_sigmas
-from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
+from ...diffusion import numpy_rng
+from ...tasks.base import Flag, Task, register, run_training
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.normalizer import Normalizer
-from ...training.sampling import sample_batched
+from ...training.sampling import SamplingSpec
 from .gaps import Gaps, GaussianConditional, find_gaps, project_totals, stretches
 from .garch import GarchT, correlation_factor, day_number
 from .scenarios import TABLE_FLAGS, path_seeds, read_returns
@@ -167,7 +168,7 @@ class MaskedWindows(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, int(i)])
+        rng = numpy_rng(self.seed, "window", int(i))
         t0 = int(self.starts[rng.integers(len(self.starts))])
         rows = slice(t0, t0 + self.W)
         g, z, sigma = self.g[rows], self.z[rows], self.sigma[rows]
@@ -269,7 +270,7 @@ class Impute(Task):
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         ds = open_output(config["evaluate"]["imputed"], "impute")
         full = read_table(config["data"]["path"], list(ds["asset"].values))  # read once: scores and plot
-        table = imputation_report(ds, full, config["run"], seed=int(config["seed"]))
+        table = imputation_report(ds, full, config["run"], seed=recorded_seed(ds.attrs, config.get("seed")))
         if config.get("evaluate", {}).get("plots"):
             from .plots import imputation_plot
 
@@ -310,19 +311,14 @@ def _window(table: Table, t0: int, W: int, corr: np.ndarray
 
 
 def draw_residuals(run: TrainedRun, conds: Sequence[np.ndarray], seeds: Sequence[int],
-                   sampling: dict[str, Any] | None = None, progress: bool = False) -> np.ndarray:
+                   sampling: dict[str, Any] | SamplingSpec | None = None, progress: bool = False) -> np.ndarray:
     """The model's standardised residuals ``(jobs, samples, W, A)`` for window conditions ``conds`` (each
     ``(channels, W)``), ``len(seeds) / len(conds)`` samples each, seeds in (job, sample) order; all jobs in large
     batches. Clipped at +-8: a rare far-out draw of the sampler would otherwise become an absurd return."""
-    sampling = run.sampling_settings(sampling)
     A, W = len(run.metadata["assets"]), conds[0].shape[-1]
-    device = resolve_device(sampling.get("device"))
-    run.to(device)
     samples = len(seeds) // len(conds)
     cond = torch.from_numpy(np.stack(conds)).repeat_interleave(samples, 0)
-    x = sample_batched(run.denoiser(), (A, W), sampling_sigmas(sampling, device), seeds, sampler=sampling["sampler"],
-                       cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device,
-                       progress=progress, desc="impute", **sampler_options(sampling))
+    x = run.sample((A, W), seeds, cond=cond, sampling=sampling, progress=progress, desc="impute")
     x = np.clip(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), -8, 8)
     return x.reshape(len(conds), samples, A, W).transpose(0, 1, 3, 2)
 
@@ -336,8 +332,9 @@ def impute(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.Dat
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     jobs = plan_windows(table, W)
     A = len(table.assets)
+    spec = run.sampling_spec(sampling)
     if not jobs:
-        return to_dataset(table, [], np.zeros((0, samples, W, A)), garch, "sciffusion", seed)
+        return to_dataset(table, [], np.zeros((0, samples, W, A)), garch, "sciffusion", seed, spec)
     g = garch.to_normal(table.z)
     conds, windows = [], []
     for _, _, t0 in jobs:
@@ -345,10 +342,10 @@ def impute(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.Dat
         windows.append((gap_of, given_obs))
         conds.append(model_inputs(g[t0:t0 + W], ~miss, miss, gap_of, given_obs, given_all))
     x = draw_residuals(run, conds, path_seeds(seed, day_number(table.index[[j[0] for j in jobs]]), samples),
-                       sampling, progress=progress)
+                       spec, progress=progress)
     z = np.stack([project_totals(gauss.mean + gauss.std * xj, table.sigma[t0:t0 + W], gap_of, table.c,
                                  var=gauss.std**2) for xj, (_, _, t0), (gap_of, gauss) in zip(x, jobs, windows)])
-    return to_dataset(table, jobs, z, garch, "sciffusion", seed)
+    return to_dataset(table, jobs, z, garch, "sciffusion", seed, spec)
 
 
 def impute_baseline(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.DataFrame,
@@ -379,13 +376,13 @@ def impute_baseline(run: TrainedRun | str | os.PathLike, data: str | os.PathLike
             r_eq = np.where(gap_of >= 0, (table.c[k_of] + n * garch.mu) / n, garch.mu)
             out[j] = np.where(miss, (r_eq - garch.mu) / table.sigma[t0:t0 + W], 0.0)
             continue
-        rng = np.random.default_rng([seed, int(day_number(table.index[lo])[0])])
+        rng = numpy_rng(seed, "impute baseline", int(day_number(table.index[lo])[0]))
         out[j] = _window(table, t0, W, corr)[3].sample(samples, rng)
     return to_dataset(table, jobs, out, garch, method, seed)
 
 
 def to_dataset(table: Table, jobs: list[tuple[int, int, int]], z: np.ndarray, garch: GarchT, method: str,
-               seed: int) -> xr.Dataset:
+               seed: int, spec: SamplingSpec | None = None) -> xr.Dataset:
     """Samples of each job's window shocks ``z`` ``(jobs, S, W, A)`` written into the table: ``log_return`` and, for
     prices, ``price`` ``(sample, time, asset)`` on the input's days; ``input_missing`` marks the input's gaps."""
     S, A = z.shape[1], len(table.assets)
@@ -412,7 +409,7 @@ def to_dataset(table: Table, jobs: list[tuple[int, int, int]], z: np.ndarray, ga
     data_vars["input_missing"] = (("time", "asset"), missing_in.astype(np.int8),
                                   {"long_name": "1 where the input had no value"})
     ds = xr.Dataset(data_vars, coords={"sample": np.arange(S), "time": table.days.values, "asset": table.assets})
-    ds.attrs.update(sciffusion_task="impute", method=method, seed=int(seed), kind=table.kind,
+    ds.attrs.update(sciffusion_task="impute", method=method, **provenance(seed, spec), kind=table.kind,
                     history=f"missing stretches imputed by {method}")
     return ds
 

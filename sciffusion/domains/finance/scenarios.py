@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from ...tasks.base import Flag, Task, register, resolve_device, run_training, sampler_options, \
-    sampling_sigmas
-from ...tasks.outputs import open_output, report_scores, state_tensors, write_netcdf
+from ...diffusion import derive_seed
+from ...tasks.base import Flag, Task, register, run_training
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...training.sampling import sample_batched
+from ...training.sampling import SamplingSpec
 from .features import as_channels, feature_count, summaries
 from .garch import GarchT, correlation_factor, day_number
 from .series import log_returns, period_slice, read_table
@@ -174,7 +174,7 @@ class Scenarios(Task):
 
         e = config.get("evaluate", {})
         scen = open_output(e["scenarios"], "scenarios")
-        report = risk_report(scen, config["data"]["path"], config["run"], seed=int(config["seed"]),
+        report = risk_report(scen, config["data"]["path"], config["run"], seed=recorded_seed(scen.attrs, config.get("seed")),
                              long_days=int(e.get("long_days", 1000)), long_paths=int(e.get("long_paths", 16)),
                              plots=e.get("plots"))
         return report_scores(report, format_report(report), config.get("out"))
@@ -183,14 +183,11 @@ class Scenarios(Task):
 # --- sampling --------------------------------------------------------------------------------------------------
 
 def path_seeds(seed: int, keys: Sequence[int | Sequence[int]], paths: int) -> list[int]:
-    """One seed per (key, path), from (seed, key, path): a path does not depend on which other keys or how many
-    paths are drawn, and neighbouring keys do not share their noise. A key is an origin's day number, or a tuple
-    of ints (a day and a sub-job)."""
-    out = []
-    for key in keys:
-        base = np.random.SeedSequence([int(seed), *np.atleast_1d(key).astype(int).tolist()]).generate_state(1)[0]
-        out.extend(int((int(base) + p) % 2**63) for p in range(paths))
-    return out
+    """One seed per (key, path), :func:`~sciffusion.derive_seed` of (seed, key, path): a path does not depend on
+    which other keys or how many paths are drawn. A key is an origin's day number, or a tuple of ints (a day and a
+    sub-job)."""
+    return [derive_seed(seed, "path", np.atleast_1d(key).astype(int).tolist(), p) for key in keys
+            for p in range(paths)]
 
 
 def _origin_rows(index: pd.DatetimeIndex, origins: str | Sequence | None, every: int, context: int) -> np.ndarray:
@@ -223,31 +220,28 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     All origins x paths go through the sampler in large batches.
     """
     run = load_trained(run, task="scenarios")
-    sampling = run.sampling_settings(sampling)
+    spec = run.sampling_spec(sampling)
     model = ShockModel.from_run(run)
     assets, kind = run.metadata["assets"], run.metadata.get("kind", "prices")
     r, prices = read_returns(data, kind, assets)
     rows = _origin_rows(r.index, origins, every, model.context)
     g, s2_next, log_vol = model.shocks(r.to_numpy())
     cond = torch.from_numpy(model.cond(g, log_vol, rows)).repeat_interleave(paths, dim=0)
-    device = resolve_device(sampling.get("device"))
-    run.to(device)
     A, H = len(assets), model.horizon
-    x = sample_batched(run.denoiser(), (A, H), sampling_sigmas(sampling, device),
-                       path_seeds(seed, day_number(r.index[rows]), paths), sampler=sampling["sampler"],
-                       cond=cond, batch_size=int(sampling.get("batch_size", 4096)), device=device, progress=progress,
-                       desc="scenarios", **sampler_options(sampling))
+    x = run.sample((A, H), path_seeds(seed, day_number(r.index[rows]), paths), cond=cond, sampling=spec,
+                   progress=progress, desc="scenarios")
     g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
     lr, _ = model.paths(g_paths, np.repeat(s2_next[rows], paths, axis=0))
     lr = lr.reshape(len(rows), paths, A, H).transpose(0, 3, 1, 2)  # (origin, horizon, path, asset)
     last = (prices.reindex(r.index).to_numpy()[rows] if prices is not None else np.ones((len(rows), A)))
     return to_dataset(lr, r.index, rows, last, assets, kind, run.metadata, seed,
-                      sigma_next=np.sqrt(s2_next[rows]) / PCT)
+                      sigma_next=np.sqrt(s2_next[rows]) / PCT, spec=spec)
 
 
 def to_dataset(lr: np.ndarray, index: pd.DatetimeIndex, rows: np.ndarray, last_price: np.ndarray,
                assets: Sequence[str], kind: str, metadata: dict[str, Any], seed: int,
-               sigma_next: np.ndarray | None = None, method: str = "sciffusion") -> xr.Dataset:
+               sigma_next: np.ndarray | None = None, method: str = "sciffusion",
+               spec: SamplingSpec | None = None) -> xr.Dataset:
     """The scenario file's layout for log returns ``(origin, horizon, path, asset)``; the ``date`` of each
     (origin, horizon) is the data's trading day where the data reach it, else a business day."""
     O, H = lr.shape[:2]
@@ -272,7 +266,7 @@ def to_dataset(lr: np.ndarray, index: pd.DatetimeIndex, rows: np.ndarray, last_p
                              {"long_name": "GJR-GARCH-t volatility of the first day", "units": "1"})
     ds["origin"].attrs["long_name"] = "last observed trading day"
     ds["horizon"].attrs.update(long_name="trading days after the origin", units="days")
-    ds.attrs.update(sciffusion_task="scenarios", method=method, seed=int(seed), kind=kind,
+    ds.attrs.update(sciffusion_task="scenarios", method=method, **provenance(seed, spec), kind=kind,
                     train_period="/".join(metadata.get("train_period", [])),
                     history=f"scenarios from {metadata.get('source', 'a sciffusion run')} ({method})")
     return ds
@@ -286,7 +280,7 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     (volatility clustering over 50 lags): within a 20-day path those estimates are dominated by small-sample bias.
     ``kind`` overrides the run's (``returns`` to pass log returns to a run trained on prices)."""
     run = load_trained(run, task="scenarios")
-    sampling = run.sampling_settings(sampling)
+    spec = run.sampling_spec(sampling)
     model = ShockModel.from_run(run)
     r, _ = read_returns(data, kind or run.metadata.get("kind", "prices"), run.metadata["assets"])
     g0, s2_0, lv0 = model.shocks(r.to_numpy())
@@ -296,16 +290,11 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     lv = np.concatenate([np.repeat(lv0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
     s2 = np.repeat(s2_0[None, -1], paths, 0)
     out = np.empty((paths, blocks * H, A))
-    device = resolve_device(sampling.get("device"))
-    run.to(device)
-    sigmas = sampling_sigmas(sampling, device)
     for b in range(blocks):
         t = C + b * H  # first new row
         cond = np.concatenate([model.cond(g[p, t - C:t], lv[p, t - C:t], [C - 1]) for p in range(paths)])
-        seeds = [int(np.random.SeedSequence([int(seed), b, p]).generate_state(1)[0]) for p in range(paths)]
-        x = sample_batched(run.denoiser(), (A, H), sigmas, seeds, sampler=sampling["sampler"],
-                           cond=torch.from_numpy(cond), batch_size=int(sampling.get("batch_size", 4096)),
-                           device=device, **sampler_options(sampling))
+        seeds = [derive_seed(seed, "long path", b, p) for p in range(paths)]
+        x = run.sample((A, H), seeds, cond=torch.from_numpy(cond), sampling=spec)
         gb = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))  # (paths, A, H)
         rb, after = model.paths(gb, s2)
         out[:, b * H:(b + 1) * H] = rb.transpose(0, 2, 1)

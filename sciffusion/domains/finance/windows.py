@@ -24,10 +24,10 @@ import torch
 from scipy import stats
 
 from ...diffusion import denoising_nll, generators_from_seeds
-from ...tasks.base import Flag, Task, register, resolve_device
+from ...tasks.base import Flag, Task, register
 from ...training.checkpoint import atomic_write
 from ...training.fit import TrainedRun, load_trained
-from ...training.sampling import network_autocast
+from ...training.sampling import network_autocast, resolve_device
 from .anomaly import print_detection
 from .garch import day_number
 from .scenarios import PCT, ShockModel, path_seeds, read_returns

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ...diffusion import coarse_noise, generators_from_seeds, partial_diffusion
+from ...diffusion import coarse_noise, derive_seed, generators_from_seeds, partial_diffusion
 from ...metrics import auroc
-from ...tasks.base import Flag, Task, register, resolve_device
+from ...tasks.base import Flag, Task, register
 from ...tasks.outputs import report_scores
+from ...training.sampling import resolve_device
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, as_batch, prepare_like,
@@ -79,7 +80,7 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
         for sigma in sigmas:
             signed, absolute = torch.zeros_like(x), torch.zeros_like(x)
             for s in seeds:
-                g = generators_from_seeds([s * 1009 + round(float(sigma) * 1e4)], device)
+                g = generators_from_seeds([derive_seed(s, "residual", f"{float(sigma):.9g}")], device)
                 n = coarse_noise(x.shape, int(a["noise_factor"]), g, device=device)
                 d = partial_diffusion(D, x, float(sigma), steps=steps, noise=n, generator=g) - x
                 signed += d

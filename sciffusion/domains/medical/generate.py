@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...tasks.base import Flag, Task, register, resolve_device, sampler_options, sampling_sigmas
+from ...diffusion import derive_seed
+from ...tasks.base import Flag, Task, register
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
-from ...training.sampling import sample_batched
 from .patches import augment_intensity
 from .scans import MEDICAL_DEFAULTS, SCAN_TRAIN_FLAGS, scans_from_config, tiled, train_on_patches
 from .volumes import _nib, save_nifti
@@ -36,7 +36,7 @@ def generate_volumes(run: TrainedRun | str | os.PathLike, num: int, shape: tuple
                      device: str | torch.device | None = None) -> np.ndarray:
     """``num`` samples ``(num, X, Y, Z)`` in normalised intensity (0..1 = the training scans' 0.5-99.5th
     percentiles); ``shape`` defaults to the training patch. Shapes larger than the memory plan's tile are
-    sampled in blended tiles over one shared noise field. Sample ``i`` uses seed ``seed + i``."""
+    sampled in blended tiles over one shared noise field. Sample ``i`` is drawn from ``derive_seed(seed, "volume", i)``."""
     run = load_trained(run, task="volume")
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
@@ -44,13 +44,10 @@ def generate_volumes(run: TrainedRun | str | os.PathLike, num: int, shape: tuple
     shape = tuple(int(n) for n in (shape or (p, p, p)))
     if len(shape) != 3 or min(shape) < 2:
         raise ValueError(f"--shape needs three sizes >= 2; got {shape}")
-    s = run.sampling_settings(sampling)
-    device = resolve_device(device or s.get("device"))
-    run.to(device)
-    D = tiled(run.denoiser(), run.config["model"]["net"], shape, float(memory_gb or run.config.get("memory_gb", 4)))
-    x = sample_batched(D, (1, *shape), sampling_sigmas(s, device), [seed + i for i in range(num)],
-                       sampler=s["sampler"], batch_size=int(s["batch_size"]), device=device, progress=True,
-                       desc="generate", **sampler_options(s))
+    budget = float(memory_gb or run.config.get("memory_gb", 4))
+    seeds = [derive_seed(seed, "volume", i) for i in range(num)]
+    x = run.sample((1, *shape), seeds, sampling=sampling, device=device, progress=True, desc="generate",
+                   wrap=lambda D: tiled(D, run.config["model"]["net"], shape, budget))
     return x[:, 0].cpu().numpy()
 
 
@@ -93,7 +90,7 @@ class Volume(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        z = generate_volumes(run, int(config.get("num") or 4), config.get("shape"), seed=int(config.get("seed", 0)),
+        z = generate_volumes(run, int(4 if config.get("num") is None else config["num"]), config.get("shape"), seed=int(config.get("seed", 0)),
                              sampling=config.get("sampling"), memory_gb=config.get("memory_gb"))
         i = run.metadata["intensity"]
         return write_samples(config["out"], z * (i["hi"] - i["lo"]) + i["lo"], run.metadata["spacing"])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...diffusion import numpy_rng
 from .intensity import bias_field
 
 
@@ -65,7 +66,7 @@ class PatchDataset(Dataset):
         return {"x": torch.from_numpy(x)[None], "mask": torch.from_numpy(m)[None]}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, int(i)])
+        rng = numpy_rng(self.seed, "patch", int(i))
         v = int(rng.integers(len(self.volumes)))
         c = self.centres[v][int(rng.integers(len(self.centres[v])))]
         return self.make(crop(self.volumes[v], c, self.crop_shape), crop(self.masks[v], c, self.crop_shape), rng)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...diffusion import TiledDenoiser
+from ...diffusion import TiledDenoiser, derive_seed
 from ...tasks.base import Flag, run_training
 from ...training.data import DiffusionDataModule
 from .intensity import IntensityNorm, foreground_mask
@@ -116,7 +116,7 @@ def train_on_patches(config: dict[str, Any], scans: Sequence[Scan], crop_shape: 
     b = int(d["batch_size"])
     kw = dict(region=region, make=make, augment=d.get("augment"))
     train = PatchDataset(vols, masks, crop_shape, int(config["trainer"]["max_steps"]) * b, seed, **kw)
-    val = PatchDataset(vols, masks, crop_shape, 4 * b, seed + 10_000, **kw)
+    val = PatchDataset(vols, masks, crop_shape, 4 * b, derive_seed(seed, "validation"), **kw)
     dm = DiffusionDataModule(train, val, batch_size=b, num_workers=int(d.get("num_workers", 0)), seed=seed)
     meta = {"spacing": [float(v) for v in scans[0].volume.spacing], "patch": int(d["patch"]),
             "sources": [s.volume.path for s in scans], "normalisation": scans[0].norm.mode, **metadata}

@@ -21,13 +21,11 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 
-from ...diffusion import randn
-from ...diffusion.random import generators_from_seeds
-from ...diffusion.samplers import SAMPLERS
-from ...tasks.base import Flag, Task, register, resolve_device, sampler_options, sampling_sigmas
+from ...diffusion import derive_seed
+from ...tasks.base import Flag, Task, register
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
-from ...training.sampling import with_sigma_data
+from ...training.sampling import conditional_mean
 from .patches import augment_intensity
 from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare_like, scans_from_config,
                     tiled, train_on_patches)
@@ -182,32 +180,30 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
         raise ValueError(f"factor must be >= 2; got {factor}")
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be mean or sample; got {mode!r}")
-    s = run.sampling_settings(sampling)
-    device = resolve_device(device or s.get("device"))
+    spec = run.sampling_spec(sampling)
+    device = spec.resolve_device(device)
     run.to(device)
     kept = kept_slices(thick.x.shape[axis], factor)
     lin = base_upsample(thick.x, factor, axis, sr.get("base", "linear"))
     mask = linear_upsample(thick.mask.astype(np.float32), factor, axis) > 0.5
     cond = torch.from_numpy(_cond(lin, kept, axis))[None].to(device)
-    D = tiled(run.denoiser(), run.config["model"]["net"], lin.shape, float(memory_gb or run.config.get("memory_gb", 4)))
-    shape = (1, 1, *lin.shape)
-    sigmas = sampling_sigmas(s, device)
-    with torch.inference_mode():
-        if mode == "mean":
-            # At 10 sigma_data the noisy input carries almost nothing, so D returns E[residual | cond]; higher
-            # levels are rarely seen in training (log-normal sigmas) and less accurate.
-            top = min(float(sigmas[0]), 10.0 * D.sigma_data)
-            res = D(torch.zeros(shape, device=device), torch.full((1,), top, device=device), cond=cond)
-        else:
-            res = torch.zeros(shape, device=device)
-            for i in range(samples):
-                g = generators_from_seeds([seed + i], device)
-                x = float(sigmas[0]) * randn(shape, g, device=device)
-                opts = sampler_options(s)
-                opts = with_sigma_data(D, s["sampler"], opts, bool(opts.pop("exact_gaussian", False)))
-                res += SAMPLERS[s["sampler"]](D, x, sigmas, generator=g, cond=cond, **opts)
-            res /= samples
-    res = res[0, 0].float().cpu().numpy()
+    budget = float(memory_gb or run.config.get("memory_gb", 4))
+
+    def wrap(D: Any) -> Any:
+        return tiled(D, run.config["model"]["net"], lin.shape, budget)
+
+    if mode == "mean":
+        # At 10 sigma_data the noisy input carries almost nothing, so D returns E[residual | cond]; higher
+        # levels are rarely seen in training (log-normal sigmas) and less accurate.
+        D = wrap(run.denoiser())
+        top = min(spec.sigma_start, 10.0 * D.sigma_data)
+        res = conditional_mean(D, (1, *lin.shape), cond, top, spec, device=device)[0]
+    else:
+        # One volume at a time (each is a whole tiled volume); sample i is keyed by its number.
+        seeds = [derive_seed(seed, "superres", i) for i in range(samples)]
+        res = run.sample((1, *lin.shape), seeds, cond=cond.expand(samples, *cond.shape[1:]),
+                         sampling=spec.replace(batch_size=1), wrap=wrap, device=device).mean(0)
+    res = res[0].float().cpu().numpy()
     return lin, np.where(mask & ~_along(kept, axis, lin.shape), res, 0.0).astype(np.float32)
 
 
