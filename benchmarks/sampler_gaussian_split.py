@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import machine
 
 import sciffusion as sf
-from common import machine
 from sciffusion.diffusion.exact import GaussianMixtureDenoiser, ring_mixture
 
 

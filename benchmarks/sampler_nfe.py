@@ -12,9 +12,9 @@ import argparse
 import time
 
 import torch
+from common import machine
 
 import sciffusion as sf
-from common import machine
 from sciffusion.metrics import sliced_wasserstein
 
 GRIDS = {

@@ -70,7 +70,8 @@ def main() -> None:
     for sampler in ("heun", "dpmpp_2m", "ddpm"):
         x = draw(sampler)
         big = float((amplitude(x) > 0.75).float().mean())
-        print(f"{sampler:9s} sliced W1 {sliced_wasserstein(x, test, projections=256):.3f}   share of amplitude-1 waves {big:.2f} (data 0.50)"
+        print(f"{sampler:9s} sliced W1 {sliced_wasserstein(x, test, projections=256):.3f}"
+              f"   share of amplitude-1 waves {big:.2f} (data 0.50)"
               f"   NFE {sf.nfe(sampler, len(grid) - 1)}")
         torch.save(x, out / f"samples_{sampler}.pt")
     print(f"samples written to {out}/")

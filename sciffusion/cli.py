@@ -102,7 +102,6 @@ def check_outputs(config: dict[str, Any], kind: str) -> None:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, str) and v and pathlib.Path(v).exists():
                 inputs.append((key, pathlib.Path(v).resolve()))
-    run = config.get("run")
     for key in OUTPUT_KEYS:
         out = get_key(config, key)
         if not isinstance(out, str) or not out:

@@ -10,8 +10,22 @@ import pytest
 from scipy import stats
 
 from sciffusion.cli import main
-from sciffusion.domains.finance import (GarchT, acf, aggregated_kurtosis, backtest, christoffersen, diebold_mariano,
-                                        es_z2, hill, kupiec, leverage, log_returns, pinball, read_table, to_frame)
+from sciffusion.domains.finance import (
+    GarchT,
+    acf,
+    aggregated_kurtosis,
+    backtest,
+    christoffersen,
+    diebold_mariano,
+    es_z2,
+    hill,
+    kupiec,
+    leverage,
+    log_returns,
+    pinball,
+    read_table,
+    to_frame,
+)
 from sciffusion.domains.finance.baselines import bootstrap_scenarios
 from sciffusion.domains.finance.features import summaries
 from sciffusion.domains.finance.series import period_slice

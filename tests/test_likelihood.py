@@ -47,7 +47,8 @@ def test_gaussian_mixture_log_density():
     got = denoising_nll(mix, x.repeat_interleave(R, 0), torch.logspace(-3, 2.5, 81, dtype=torch.float64), draws=2,
                         generator=torch.Generator().manual_seed(3)).reshape(len(x), R).mean(1)
     want = -log_density(x)
-    torch.testing.assert_close(got - got[0], want - want[0], rtol=0, atol=0.1)  # Monte Carlo SD ~0.02; the differences reach 4 nats
+    # Monte Carlo SD ~0.02; the differences reach 4 nats
+    torch.testing.assert_close(got - got[0], want - want[0], rtol=0, atol=0.1)
 
 
 def test_bad_arguments():

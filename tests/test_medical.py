@@ -21,11 +21,17 @@ nib = pytest.importorskip("nibabel")
 from sciffusion.cli import main  # noqa: E402
 from sciffusion.diffusion import DiffusionLoss, Fixed, TiledDenoiser, blend_window, tile_starts  # noqa: E402
 from sciffusion.domains import medical as med  # noqa: E402
-from sciffusion.domains.medical.superres import (base_upsample, cubic_fill, cubic_upsample, linear_fill,  # noqa: E402
-                                                 linear_upsample, thin_affine)
+from sciffusion.domains.medical.scans import prepare_like  # noqa: E402
+from sciffusion.domains.medical.superres import (  # noqa: E402
+    base_upsample,
+    cubic_fill,
+    cubic_upsample,
+    linear_fill,
+    linear_upsample,
+    thin_affine,
+)
 from sciffusion.training import DiffusionModule, TrainedRun  # noqa: E402
 from sciffusion.training.fit import load_trained as sf_load  # noqa: E402
-from sciffusion.domains.medical.scans import prepare_like  # noqa: E402
 
 
 def _save(path, data, affine):
@@ -92,7 +98,7 @@ def test_mask_must_match_shape_and_affine(tmp_path):
 
 
 def _dicom_series(tmp_path, positions):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     import pydicom.data
     src = pathlib.Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm"
     folder = tmp_path / "series"

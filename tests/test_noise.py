@@ -30,7 +30,8 @@ def test_vp_table_matches_ddpm_cumprod(schedule):
     t = torch.arange(1000)
     assert torch.allclose(vp.alpha_bar(t), alpha_bar, rtol=1e-9)
     if schedule == "cosine":  # Nichol & Dhariwal eq. 17 away from the clipped end
-        f = lambda u: math.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+        def f(u):
+            return math.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
         assert float(alpha_bar[499]) == pytest.approx(f(500) / f(0), rel=1e-6)
 
 

@@ -46,7 +46,8 @@ def test_edm_coefficients_match_paper():
 def test_v_target_is_salimans_ho_v():
     # with sigma_data = 1: z = alpha x0 + s_vp n, v = alpha n - s_vp x0
     g = torch.Generator().manual_seed(1)
-    x0, n = torch.randn(4, 1, 8, generator=g, dtype=torch.float64), torch.randn(4, 1, 8, generator=g, dtype=torch.float64)
+    x0, n = torch.randn(4, 1, 8, generator=g, dtype=torch.float64), torch.randn(4, 1, 8, generator=g,
+                                                                                dtype=torch.float64)
     sigma = torch.tensor([0.1, 0.5, 2.0, 9.0], dtype=torch.float64)
     alpha = (1 + sigma**2).rsqrt()[:, None, None]
     s_vp = (sigma / (1 + sigma**2).sqrt())[:, None, None]

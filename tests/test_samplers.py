@@ -24,7 +24,8 @@ def draw(den, n, sampler, steps, seed=0, shape=(1, 1), grid=None, **kw):
 def test_gaussian_moments(sampler):
     den = GaussianDenoiser(mean=1.5, std=0.7)
     x = draw(den, 40_000, sampler, STEPS[sampler]).flatten()
-    # Standard errors: mean 0.0035, std 0.0025; a wrong step (e.g. missing 1/sigma or a wrong noise term) is off by >10x.
+    # Standard errors: mean 0.0035, std 0.0025; a wrong step (e.g. missing 1/sigma or a wrong noise term) is off by
+    # >10x.
     assert float(x.mean()) == pytest.approx(1.5, abs=0.02)
     assert float(x.std()) == pytest.approx(0.7, abs=0.02)
 

@@ -4,14 +4,43 @@ from .exact import GaussianDenoiser, GaussianMixtureDenoiser, ring_mixture
 from .guidance import ClassifierFreeGuidance, KnownValues, concat_condition, initial_state
 from .likelihood import denoising_nll
 from .loss import DiffusionLoss, loss_weight
-from .noise import (EDM, VE, VP, Fixed, NoiseProcess, alpha_bar_to_sigma, karras_sigmas, logsnr_to_sigma,
-                    sigma_to_alpha_bar, sigma_to_logsnr)
+from .noise import (
+    EDM,
+    VE,
+    VP,
+    Fixed,
+    NoiseProcess,
+    alpha_bar_to_sigma,
+    karras_sigmas,
+    logsnr_to_sigma,
+    sigma_to_alpha_bar,
+    sigma_to_logsnr,
+)
 from .partial import partial_diffusion
-from .precond import Denoiser, coefficients, measure_sigma_data, network_target
+from .precond import (
+    Denoiser,
+    DenoiserWrapper,
+    ScaledDenoiser,
+    coefficients,
+    declared_sigma_data,
+    measure_sigma_data,
+    network_target,
+)
 from .random import coarse_noise, derive_seed, generators_from_seeds, numpy_rng, randn, randn_like
-from .precond import DenoiserWrapper, ScaledDenoiser, declared_sigma_data
-from .samplers import (SAMPLERS, ancestral_step, check_options, ddim, ddpm, dpmpp_2m, euler, heun, nfe, sample,
-                       sampler_options, validate_sigmas)
+from .samplers import (
+    SAMPLERS,
+    ancestral_step,
+    check_options,
+    ddim,
+    ddpm,
+    dpmpp_2m,
+    euler,
+    heun,
+    nfe,
+    sample,
+    sampler_options,
+    validate_sigmas,
+)
 from .tensors import append_dims, check_batch
 from .tiling import TiledDenoiser, blend_window, tile_starts
 
@@ -20,7 +49,9 @@ __all__ = [
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
-    "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise", "derive_seed", "numpy_rng",
-    "DenoiserWrapper", "ScaledDenoiser", "declared_sigma_data", "check_options", "sampler_options", "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
+    "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise",
+    "derive_seed", "numpy_rng",
+    "DenoiserWrapper", "ScaledDenoiser", "declared_sigma_data", "check_options", "sampler_options",
+    "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
     "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
 ]

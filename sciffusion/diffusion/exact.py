@@ -47,7 +47,8 @@ class GaussianMixtureDenoiser(nn.Module):
         K = means.shape[0]
         self.register_buffer("means", means.to(torch.float64))
         self.register_buffer("stds", torch.as_tensor(stds, dtype=torch.float64).expand(K).clone())
-        w = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        w = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights,
+                                                                                                   dtype=torch.float64)
         if w.shape != (K,) or (w < 0).any():
             raise ValueError(f"weights must be {K} non-negative numbers")
         self.register_buffer("weights", w / w.sum())

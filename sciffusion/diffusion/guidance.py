@@ -55,7 +55,8 @@ class KnownValues(DenoiserWrapper):
         try:
             mask = torch.broadcast_to(mask.to(torch.bool), known.shape)
         except RuntimeError:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to known {tuple(known.shape)}") from None
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to known "
+                             f"{tuple(known.shape)}") from None
         if torch.isnan(known[mask]).any():
             raise ValueError("known values contain NaN inside the mask")
         self.mode, self.guidance_scale = mode, float(guidance_scale)

@@ -153,7 +153,8 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
         check_batch(x)
         sigma = as_sigma(sigma, x)
-        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.sigma_data, self.parameterization))
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.sigma_data,
+                                                                            self.parameterization))
         xs = x.to(sigma.dtype)
         out = self.net(c_in * xs, self.c_noise(sigma), **cond)
         if out.shape != x.shape:

@@ -16,12 +16,23 @@ import torch
 
 from ..diffusion import measure_sigma_data
 from ..training.config import merge, parse_value, set_key
-from ..training.sampling import SamplingSpec
-from ..training.schema import (DataConfig, ModelConfig, Schema, TrainerConfig, add_key, check_config, common_schema,
-                               dataclass_defaults, infer_schema, merge_schema)
 from ..training.data import ArrayDataset, DiffusionDataModule
 from ..training.fit import export_run, fit
 from ..training.module import DiffusionModule
+from ..training.sampling import SamplingSpec
+from ..training.schema import (
+    DataConfig,
+    ModelConfig,
+    Schema,
+    TrainerConfig,
+    add_key,
+    check_config,
+    common_schema,
+    dataclass_defaults,
+    infer_schema,
+    merge_schema,
+)
+
 
 def _without_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
@@ -156,6 +167,21 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
+def data_fingerprint(path: Any) -> list[Any]:
+    """What identifies the training data cheaply: each input file's name and size (in-memory data: its type)."""
+    items = path if isinstance(path, (list, tuple)) else [path]
+    out: list[Any] = []
+    for item in items:
+        p = pathlib.Path(item) if isinstance(item, (str, pathlib.Path)) else None
+        if p is not None and p.is_file():
+            out.append([p.name, p.stat().st_size])
+        elif p is not None and p.is_dir():
+            out.append([p.name, sum(f.stat().st_size for f in p.rglob("*") if f.is_file())])
+        else:
+            out.append(type(item).__name__ if p is None else str(item))
+    return out
+
+
 def _sigma_data(dataset: Any) -> float:
     if isinstance(dataset, ArrayDataset):
         return measure_sigma_data(dataset.x, None if dataset.mask is None else dataset.mask)
@@ -183,7 +209,8 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     trainer = fit(module, datamodule, config["out"], max_steps=t.max_steps, accelerator=t.accelerator,
                   devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
                   grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, val_every=t.val_every,
-                  progress=t.progress)
+                  progress=t.progress, identity={"task": config.get("task"), "model": model,
+                                                 "data": data_fingerprint(config["data"].get("path"))})
     metadata = dict(metadata or {})
     if calibrate is not None and trainer.is_global_zero:
         found = calibrate(module.eval())

@@ -18,7 +18,8 @@ def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, see
                       max_items: int = 64) -> Callable[[DiffusionModule], dict[str, Any]]:
     """A ``calibrate(module)`` hook for :func:`~sciffusion.tasks.run_training`.
 
-    It samples ``sampling.calibration_members`` members for (up to ``max_items``) validation samples (``x`` target, ``cond``, optional
+    It samples ``sampling.calibration_members`` members for (up to ``max_items``) validation samples (``x`` target,
+                                                                                                      ``cond``, optional
     ``weight``), measures the weighted spread/skill ratio ``sqrt((M+1)/M) spread / RMSE`` of the samples around the
     truth, and returns the inflation ``1 / ratio`` (clipped to [0.5, 4]) of each member's deviation from the model's
     conditional mean, as ``{"sampling": {"inflation"}, "metrics": {...}}``.

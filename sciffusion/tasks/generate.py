@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..diffusion import derive_seed
 from ..training.checkpoint import atomic_write
 from ..training.data import DiffusionDataModule
 from ..training.fit import load_trained
-from ..diffusion import derive_seed
 from .base import Flag, Task, register, run_training
 
 
@@ -24,7 +24,8 @@ def read_array(path: str | pathlib.Path) -> np.ndarray:
     """Read a numeric ``.npy`` array (no pickles) shaped ``(N, C, *spatial)`` with 1-3 spatial dims."""
     path = pathlib.Path(path)
     if path.suffix != ".npy":
-        raise ValueError(f"{path}: the generate task reads .npy arrays (N, C, *spatial); got {path.suffix or 'no suffix'}")
+        raise ValueError(f"{path}: the generate task reads .npy arrays (N, C, *spatial); got "
+                         f"{path.suffix or 'no suffix'}")
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:

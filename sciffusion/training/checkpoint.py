@@ -134,7 +134,8 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads((run / MANIFEST).read_text())
     except FileNotFoundError:
-        raise RunError(f"{run} is not a complete sciffusion run (no {MANIFEST}: interrupted or not a run dir)") from None
+        raise RunError(f"{run} is not a complete sciffusion run (no {MANIFEST}: interrupted or not a run "
+                       "dir)") from None
     except json.JSONDecodeError as e:
         raise RunError(f"{run / MANIFEST} is not valid JSON: {e.msg}") from None
     fmt = manifest.get("format")

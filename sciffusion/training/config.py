@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
-
 import re
+from typing import Any
 
 import yaml
 

@@ -1,13 +1,15 @@
 """Run a training job with Lightning and turn it into a run directory; load a run back for sampling.
 
 A run directory ``RUN`` holds, while training, ``RUN/checkpoints/last.ckpt`` (the full training state, written
-atomically every ``checkpoint_every`` steps; a killed run resumes from it) and ``RUN/logs/version_N/metrics.csv`` (one per start); when
+atomically every ``checkpoint_every`` steps; a killed run resumes from it) and ``RUN/logs/version_N/metrics.csv``
+(one per start); when
 training ends, the exported run (:func:`~sciffusion.training.save_run`: weights, EMA weights, normaliser, resolved
 config, metadata, manifest) that every sampling command reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import warnings
@@ -74,14 +76,18 @@ def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str |
         accelerator: str = "auto", devices: int | str | list[int] = "auto", strategy: str = "auto",
         num_nodes: int = 1, precision: str | None = None, grad_clip: float | None = 1.0, checkpoint_every: int = 200,
         val_every: int | None = None, resume: bool = True, progress: bool = True,
-        callbacks: list[L.Callback] | None = None) -> L.Trainer:
+        callbacks: list[L.Callback] | None = None, identity: dict[str, Any] | None = None) -> L.Trainer:
     """Train ``module`` on ``datamodule`` for ``max_steps`` optimizer steps, resuming from ``run_dir``'s last
-    checkpoint when there is one (and ``resume``). Devices, strategy (``"ddp"`` for several GPUs or CPU processes),
+    checkpoint when there is one (and ``resume``). ``identity`` (what defines the run: task, model, data) is stored
+    in the run and a resume whose identity differs is refused (:func:`check_identity`). Devices, strategy (``"ddp"``
+    for several GPUs or CPU processes),
     nodes and precision go to :class:`lightning.Trainer`."""
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1; got {max_steps}")
     run = pathlib.Path(run_dir)
     last = run / LAST
+    if identity is not None:
+        check_identity(run, identity, resuming=resume and last.exists())
     trainer = L.Trainer(
         max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
         precision=precision or default_precision(accelerator), gradient_clip_val=grad_clip,
@@ -103,6 +109,28 @@ def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str |
             metrics.update(_scalars(m))
     trainer.sciffusion_metrics = metrics  # what export_run records (validate() resets logged_metrics)
     return trainer
+
+
+IDENTITY = "checkpoints/identity.json"
+
+
+def check_identity(run: pathlib.Path, identity: dict[str, Any], resuming: bool) -> None:
+    """Store what defines a run (``identity``: task, model config, data fingerprint) when it starts; when it
+    resumes, refuse one whose identity differs, naming what differs (resuming another network would end in a size
+    mismatch deep in Lightning, resuming on other data would silently continue)."""
+    path = run / IDENTITY
+    mine = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    if resuming and path.exists():
+        try:
+            theirs = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise RunError(f"{path} is not valid JSON; start afresh with a new --out") from None
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            raise RunError(f"{run} holds a run with another {', '.join(differ)}; it cannot be resumed with these "
+                           "settings (a new --out starts afresh)")
+        return
+    atomic_write(path, json.dumps(mine, indent=2, sort_keys=True).encode())
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

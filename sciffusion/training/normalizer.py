@@ -61,7 +61,8 @@ class Normalizer:
         if total is None:
             raise ValueError("cannot fit a normaliser on no data")
         if (count < 2).any():
-            raise ValueError(f"channel(s) {torch.nonzero(count < 2).flatten().tolist()} have fewer than 2 finite values")
+            raise ValueError(f"channel(s) {torch.nonzero(count < 2).flatten().tolist()} have fewer than 2"
+                             f" finite values")
         mean = total / count
         std = (total_sq / count - mean**2).clamp_min(0).sqrt() * (count / (count - 1)).sqrt()
         return cls(mean, std, flags)

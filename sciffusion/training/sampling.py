@@ -39,7 +39,8 @@ class SamplingSpec:
     sigma_min: float = 0.002  # smallest non-zero noise level of the grid, in normalised data units
     sigma_max: float = 80.0  # largest noise level (where sampling starts), in normalised data units
     rho: float = 7.0  # EDM's grid exponent: larger puts more steps at low noise
-    grid: list[float] | None = None  # an explicit descending sigma grid, used exactly as given (replaces the four above)
+    # an explicit descending sigma grid, used exactly as given (replaces the four above)
+    grid: list[float] | None = None
     S_churn: float | None = None  # heun: total stochastic churn (EDM's spelling; None or 0: deterministic)
     S_tmin: float | None = None  # heun: churn only where sigma >= S_tmin (sigma units)
     S_tmax: float | None = None  # heun: churn only where sigma <= S_tmax (sigma units)

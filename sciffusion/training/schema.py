@@ -48,7 +48,8 @@ Schema = dict[str, "Schema | Field"]
 class NetConfig:
     """``model.net``: the U-Net's shape (:class:`~sciffusion.UNet`); dims and channel counts come from the task."""
 
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # feature channels per level (each halves the grid)
+    # feature channels per level (each halves the grid)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     num_res_blocks: int = 2  # residual blocks per level
     attention_levels: list[int] = field(default_factory=list)  # levels (0 = full resolution) with self-attention
     head_dim: int = 32  # channels per attention head

@@ -32,12 +32,12 @@ from torch.utils.data import Dataset
 
 from ..._version import __version__
 from ...diffusion import derive_seed
+from ...metrics import diebold_mariano, newey_west_lag
 from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
-from ...metrics import diebold_mariano, newey_west_lag
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from .fields import Grid, canonical, open_fields, time_key
 from .forecast import _fields, read_static, select_period
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-
 LAT_NAMES = ("lat", "latitude", "y", "nav_lat", "rlat")
 LON_NAMES = ("lon", "longitude", "x", "nav_lon", "rlon")
 _LAT_UNITS = ("degrees_north", "degree_north", "degrees_n", "degree_n")

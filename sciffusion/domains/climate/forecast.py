@@ -26,9 +26,9 @@ from ..._version import __version__
 from ...diffusion import derive_seed
 from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
+from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from .fields import Grid, canonical, open_fields, static_field, time_key
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, fit_anomaly_stats, years
 

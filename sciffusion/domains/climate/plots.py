@@ -53,7 +53,8 @@ def forecast_plots(table: dict[str, Any], fc: xr.Dataset, truth: xr.Dataset, out
             freq = np.asarray(hist) / np.sum(hist)
             ax.bar(np.arange(len(freq)), freq)
             ax.axhline(1 / len(freq), color="k", ls="--", lw=1, label="calibrated")
-            ax.set(xlabel="rank of the truth among the members", ylabel="frequency", title=f"{v}: rank histogram, lead 1")
+            ax.set(xlabel="rank of the truth among the members", ylabel="frequency",
+                   title=f"{v}: rank histogram, lead 1")
             ax.legend(fontsize=8)
             written.append(_save(fig, out / f"{v}_rank_histogram.png"))
 

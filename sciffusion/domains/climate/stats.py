@@ -15,7 +15,6 @@ import numpy as np
 
 from ...diffusion import numpy_rng
 
-
 CYCLES = ("month", "doy", "none")
 
 

@@ -96,7 +96,8 @@ def inject_anomalies(prices: pd.DataFrame, period: str, *, n: int = 40, size: fl
     """The evaluation protocol: ``n`` single-day anomalies in ``period``, each on one asset, half of them a jump
     of ``size`` times the day's typical absolute return added against the sign of the other assets' move (a break
     with the market), half the sign of the day's largest move flipped where it is at least 1.5 typical moves
-    (a decoupling from the other assets that a univariate z-score barely sees). Returns (prices with the anomalies carried forward, labels ``(date, asset)``
+    (a decoupling from the other assets that a univariate z-score barely sees). Returns (prices with the anomalies
+    carried forward, labels ``(date, asset)``
     -> 1)."""
     rng = np.random.default_rng(seed)
     lp = np.log(prices)

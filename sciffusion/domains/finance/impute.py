@@ -27,8 +27,8 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from ...metrics import crps_ensemble_np
 from ...diffusion import numpy_rng
+from ...metrics import crps_ensemble_np
 from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule

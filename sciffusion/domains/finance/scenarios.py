@@ -174,7 +174,8 @@ class Scenarios(Task):
 
         e = config.get("evaluate", {})
         scen = open_output(e["scenarios"], "scenarios")
-        report = risk_report(scen, config["data"]["path"], config["run"], seed=recorded_seed(scen.attrs, config.get("seed")),
+        report = risk_report(scen, config["data"]["path"], config["run"], seed=recorded_seed(scen.attrs,
+                                                                                             config.get("seed")),
                              long_days=int(e.get("long_days", 1000)), long_paths=int(e.get("long_paths", 16)),
                              plots=e.get("plots"))
         return report_scores(report, format_report(report), config.get("out"))

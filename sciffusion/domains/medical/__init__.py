@@ -1,18 +1,20 @@
 """Medical volumes: NIfTI/DICOM in and out, 3-D patches and tiled whole-volume passes, anomaly detection with
 calibrated thresholds, through-plane super-resolution, and the scores and evaluation protocol."""
 
-from .generate import Volume as VolumeGeneration, generate_volumes
 from .anomaly import Anomaly, anomaly_map, calibrate, choose_scoring, detect, residuals, score_map, zscore_map
+from .generate import Volume as VolumeGeneration
+from .generate import generate_volumes
 from .intensity import IntensityNorm, bias_field, foreground_mask, random_deformation
 from .patches import PatchDataset, plan_tiles
 from .protocol import brain_benchmark, insert_lesions, mni152, perturb
 from .scans import Scan, hemisphere, prepare
-from .superres import SuperRes, cubic_upsample, linear_upsample, superresolve
 from .scores import auprc, auroc, best_dice, detection_scores, dice, psnr, ssim, threshold_at_fpr
+from .superres import SuperRes, cubic_upsample, linear_upsample, superresolve
 from .volumes import Volume, read_dicom, read_volume, write_volume
 
 __all__ = ["VolumeGeneration", "generate_volumes", "Anomaly", "anomaly_map", "calibrate", "choose_scoring", "detect",
            "residuals", "score_map", "zscore_map", "IntensityNorm", "bias_field",
            "foreground_mask", "random_deformation", "PatchDataset", "plan_tiles", "brain_benchmark", "insert_lesions",
            "mni152", "perturb", "Scan", "hemisphere", "prepare", "auprc", "auroc", "best_dice", "detection_scores",
-           "dice", "psnr", "ssim", "SuperRes", "cubic_upsample", "linear_upsample", "superresolve", "threshold_at_fpr", "Volume", "read_dicom", "read_volume", "write_volume"]
+           "dice", "psnr", "ssim", "SuperRes", "cubic_upsample", "linear_upsample", "superresolve",
+           "threshold_at_fpr", "Volume", "read_dicom", "read_volume", "write_volume"]

@@ -33,11 +33,20 @@ from ...diffusion import coarse_noise, derive_seed, generators_from_seeds, parti
 from ...metrics import auroc
 from ...tasks.base import Flag, Task, register
 from ...tasks.outputs import report_scores
-from ...training.sampling import resolve_device
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
-from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, as_batch, prepare_like,
-                    scans_from_config, tiled, train_on_patches)
+from ...training.sampling import resolve_device
+from .scans import (
+    MEDICAL_DEFAULTS,
+    SCAN_SAMPLE_FLAGS,
+    SCAN_TRAIN_FLAGS,
+    Scan,
+    as_batch,
+    prepare_like,
+    scans_from_config,
+    tiled,
+    train_on_patches,
+)
 from .scores import detection_scores, threshold_at_fpr
 from .volumes import read_volume, write_volume
 
@@ -68,7 +77,8 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
     noise of (seed, level) depends on those two only, so a level's residual is the same in any set of levels."""
     run = load_trained(run, task="anomaly")
     a = run.config["anomaly"]
-    seeds = list(range(int(a["seeds"]))) if seeds is None else (list(range(seeds)) if isinstance(seeds, int) else list(seeds))
+    seeds = list(range(int(a["seeds"]))) if seeds is None else (list(range(seeds)) if isinstance(seeds,
+                                                                                                 int) else list(seeds))
     steps = int(a["steps"] if steps is None else steps)
     device = resolve_device(device)
     run.to(device)

@@ -36,7 +36,8 @@ def generate_volumes(run: TrainedRun | str | os.PathLike, num: int, shape: tuple
                      device: str | torch.device | None = None) -> np.ndarray:
     """``num`` samples ``(num, X, Y, Z)`` in normalised intensity (0..1 = the training scans' 0.5-99.5th
     percentiles); ``shape`` defaults to the training patch. Shapes larger than the memory plan's tile are
-    sampled in blended tiles over one shared noise field. Sample ``i`` is drawn from ``derive_seed(seed, "volume", i)``."""
+    sampled in blended tiles over one shared noise field. Sample ``i`` is drawn from ``derive_seed(seed, "volume",
+                                                                                                   i)``."""
     run = load_trained(run, task="volume")
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
@@ -90,7 +91,8 @@ class Volume(Task):
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        z = generate_volumes(run, int(4 if config.get("num") is None else config["num"]), config.get("shape"), seed=int(config.get("seed", 0)),
+        z = generate_volumes(run, int(4 if config.get("num") is None else config["num"]), config.get("shape"),
+                             seed=int(config.get("seed", 0)),
                              sampling=config.get("sampling"), memory_gb=config.get("memory_gb"))
         i = run.metadata["intensity"]
         return write_samples(config["out"], z * (i["hi"] - i["lo"]) + i["lo"], run.metadata["spacing"])

@@ -27,8 +27,16 @@ from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import conditional_mean
 from .patches import augment_intensity
-from .scans import (MEDICAL_DEFAULTS, SCAN_SAMPLE_FLAGS, SCAN_TRAIN_FLAGS, Scan, prepare_like, scans_from_config,
-                    tiled, train_on_patches)
+from .scans import (
+    MEDICAL_DEFAULTS,
+    SCAN_SAMPLE_FLAGS,
+    SCAN_TRAIN_FLAGS,
+    Scan,
+    prepare_like,
+    scans_from_config,
+    tiled,
+    train_on_patches,
+)
 from .volumes import write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {

@@ -63,7 +63,8 @@ def _from_image(img: Any, path: str) -> Volume:
     canon = nib.as_closest_canonical(img)
     data = np.asarray(canon.get_fdata(dtype=np.float32))
     if not np.isfinite(data).all():
-        raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} voxels are NaN or infinite; fill or mask them first")
+        raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} voxels are NaN or infinite; fill or mask"
+                         f" them first")
     return Volume(data, canon.affine.copy(), img.affine.copy(), tuple(img.shape), img.header.copy(), path)
 
 
@@ -129,7 +130,10 @@ def read_dicom(files: Sequence[str | os.PathLike]) -> Volume:
     frames = int(getattr(ds0, "NumberOfFrames", 1) or 1)
     if len(slices) == 1 and frames == 1:
         raise ValueError(f"{f0}: one 2-D DICOM slice is not a volume; give the whole series (a folder)")
-    scale = lambda ds, a: a * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)  # noqa: E731
+
+    def scale(ds, a):
+        return a * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+
     if len(slices) == 1:  # multi-frame: frames along the normal, spaced by SpacingBetweenSlices/SliceThickness
         arr = scale(ds0, ds0.pixel_array.astype(np.float32))  # (frames, rows, cols)
         dz = float(getattr(ds0, "SpacingBetweenSlices", None) or getattr(ds0, "SliceThickness", 1.0))
