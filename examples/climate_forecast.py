@@ -23,6 +23,7 @@ from sciffusion import datasets
 work = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="sciffusion-climate-"))
 data = datasets.path("hadcm3_a1b")
 run, fc, scores = work / "run", work / "forecast.nc", work / "scores.json"
+print(f"working in {work} (give a folder as the first argument to choose it)", flush=True)
 steps = [
     ["train", "forecast", "--data", data, "--train-period", "1860/2029", "--trend", "2", "--out", run,
      "--set", "trainer.progress=false"],
