@@ -118,7 +118,7 @@ class Task:
         config = self.default_config()
         for key, value in {**(settings or {}), **keys}.items():
             set_key(config, key, value)
-        return config
+        return self.check(config)
 
     def flags(self) -> tuple[Flag, ...]:
         """Every flag of the task's commands (train, sample, evaluate, and the common ones)."""
