@@ -162,7 +162,9 @@ def _verb_parsers(sub: Any, tasks: list, common: tuple) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .domains import TASKS  # importing the domains registers every task
-    from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS
+    from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS, load_plugins
+
+    load_plugins()  # third-party tasks (entry-point group sciffusion.tasks) register themselves
 
     p = argparse.ArgumentParser(prog="sciffusion", description="Diffusion models for scientific data.")
     p.add_argument("--version", action="version", version=f"sciffusion {__version__}")
@@ -186,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as e:  # a task plugin that does not import
+        print(f"sciffusion: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -241,3 +241,85 @@ def test_a_format_1_run_is_migrated_and_samples_as_it_did(trained, tmp_path):
     (old / MANIFEST).write_text(json.dumps({**manifest, "format": 99}))
     with pytest.raises(sf.RunError, match="reads formats 1 to 2"):
         sf.load_trained(old)
+
+
+# --- imports and plugins --------------------------------------------------------------------------------------------
+
+def test_the_maths_imports_without_lightning_xarray_pandas_or_the_domains():
+    import subprocess
+    import sys
+
+    code = ("import sys, sciffusion.diffusion, sciffusion.nets; "
+            "print([m for m in ('lightning', 'xarray', 'pandas', 'sciffusion.domains', 'sciffusion.training') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert sf.fit is sf.training.fit and sf.climate.forecast is not None  # the rest loads on first use
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sf.nope
+
+
+PLUGIN = '''
+from sciffusion.tasks import Task, register
+
+
+@register
+class Echo(Task):
+    name = "echo-plugin"
+    verb = "echo-plugin-sample"
+    summary = "a third-party task found through the sciffusion.tasks entry-point group"
+'''
+
+
+def test_a_task_plugin_registers_through_the_entry_point_group(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "echo_plugin.py").write_text(PLUGIN)
+    dist = tmp_path / "echo_plugin-0.1.dist-info"  # what pip leaves in site-packages for an installed package
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[sciffusion.tasks]\necho = echo_plugin\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "sciffusion.cli", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "echo-plugin-sample" in proc.stdout
+    train = subprocess.run([sys.executable, "-m", "sciffusion.cli", "train", "--help"], capture_output=True, text=True,
+                           env=env)
+    assert "echo-plugin" in train.stdout
+    (tmp_path / "echo_plugin.py").write_text("raise RuntimeError('broken plugin')\n")
+    proc = subprocess.run([sys.executable, "-m", "sciffusion.cli", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "'echo' (echo_plugin) failed" in proc.stderr
+
+
+# --- spread calibration -------------------------------------------------------------------------------------------
+
+class _ExactModule(torch.nn.Module):
+    """Stands in for a trained DiffusionModule: its denoiser is exact for N(0, std^2) and ignores the condition."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the calibrator reads the device off a parameter
+        self.std = std
+
+    def denoiser(self):
+        return GaussianDenoiser(0.0, self.std)
+
+
+@pytest.mark.parametrize("truth_std", [1.0, 2.0, 0.5])
+def test_spread_calibrator_against_an_exact_gaussian_model(truth_std):
+    from sciffusion.tasks.calibration import spread_calibrator
+
+    M, model_std = 8, 1.0
+    g = torch.Generator().manual_seed(0)
+    val = [{"x": torch.randn(1, 64, generator=g) * truth_std, "cond": torch.zeros(1, 64)} for _ in range(64)]
+    spec = sf.SamplingSpec(sampler="dpmpp_2m", steps=8, sigma_min=0.01, sigma_max=20.0, calibration_members=M)
+    found = spread_calibrator(val, spec, seed=0)(_ExactModule(model_std))
+    # Members ~ N(0, s^2) around a truth ~ N(0, t^2): E spread^2 = s^2, E (mean - truth)^2 = t^2 + s^2 / M, so the
+    # fair spread/skill sqrt((M+1)/M) s / sqrt(t^2 + s^2/M) is 1 exactly when t = s, and the inflation its inverse.
+    expected = np.sqrt((M + 1) / M) * model_std / np.sqrt(truth_std**2 + model_std**2 / M)
+    ratio = found["metrics"]["val_spread_skill_raw"]
+    assert ratio == pytest.approx(expected, rel=0.04)  # 4,096 cells x 8 members: Monte Carlo SE ~1.5%
+    assert found["sampling"]["inflation"] == pytest.approx(np.clip(1 / ratio, 0.5, 4.0), rel=1e-12)
+    # The exact model's conditional mean is 0, so the gap to an M-member ensemble mean is its sampling error alone,
+    # 1/sqrt(M) of the spread.
+    assert found["metrics"]["cond_mean_gap"] == pytest.approx(1 / np.sqrt(M), rel=0.05)

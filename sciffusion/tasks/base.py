@@ -156,6 +156,26 @@ class Task:
 TASKS: dict[str, Task] = {}
 
 
+ENTRY_POINT_GROUP = "sciffusion.tasks"
+
+
+def load_plugins() -> list[str]:
+    """Import the third-party tasks an installed package declares in the ``sciffusion.tasks`` entry-point group
+    (``[project.entry-points."sciffusion.tasks"] mytask = "mypkg.tasks"``): importing the module registers its
+    tasks with :func:`register`, so they get ``sciffusion train NAME`` and their verb. Returns the loaded names;
+    a plugin that fails to import is an error naming it (a half-registered CLI would be worse)."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # any failure inside a third party's module
+            raise ImportError(f"the sciffusion.tasks plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+        loaded.append(ep.name)
+    return loaded
+
+
 def register(cls: type[Task]) -> type[Task]:
     """Class decorator: add a task to the registry. Names must be unique; so must verbs, unless every task using
     the verb sets ``shares_verb`` (``sciffusion generate`` serves arrays and volumes: the run says which)."""
