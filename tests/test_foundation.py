@@ -323,3 +323,24 @@ def test_spread_calibrator_against_an_exact_gaussian_model(truth_std):
     # The exact model's conditional mean is 0, so the gap to an M-member ensemble mean is its sampling error alone,
     # 1/sqrt(M) of the spread.
     assert found["metrics"]["cond_mean_gap"] == pytest.approx(1 / np.sqrt(M), rel=0.05)
+
+
+# --- bad cells in price tables --------------------------------------------------------------------------------------
+
+def test_a_non_numeric_price_cell_is_named_not_dropped(tmp_path, capsys):
+    from sciffusion.domains.finance.series import read_table
+
+    days = np.array(np.arange("2020-01-01", "2020-03-01", dtype="datetime64[D]"), dtype=str)
+    rows = ["date,AAA,BBB,sector"] + [f"{d},{100 + i},{50 + i},tech" for i, d in enumerate(days)]
+    rows[5] = rows[5].replace(",104,", ",abc,")
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(rows) + "\n")
+    for assets in (None, ["AAA", "BBB"]):
+        with pytest.raises(ValueError, match=r"asset 'AAA' has a non-numeric cell 'abc' on 2020-01-05"):
+            read_table(path, assets)
+    assert main(["train", "scenarios", "--data", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert "asset 'AAA' has a non-numeric cell 'abc' on 2020-01-05" in capsys.readouterr().err
+    path.write_text("\n".join(rows[:5] + [rows[5].replace(",abc,", ",,")] + rows[6:]) + "\n")  # blank = missing
+    with pytest.warns(UserWarning, match=r"columns \['sector'\] hold no numbers"):
+        table = read_table(path)
+    assert list(table.columns) == ["AAA", "BBB"] and np.isnan(table["AAA"].iloc[4])

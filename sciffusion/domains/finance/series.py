@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,11 +47,23 @@ def read_table(data: str | os.PathLike | pd.DataFrame, assets: Sequence[str] | N
         if missing:
             raise ValueError(f"asset(s) {missing} not in the data; columns are {list(df.columns)}")
         df = df[list(assets)]
-    else:
-        df = df.select_dtypes("number")
-    if df.shape[1] == 0:
+    out, skipped = {}, []
+    for col in df.columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.all() and not assets:  # a text column (names, sectors): not an asset, and said so
+            skipped.append(str(col))
+            continue
+        if bad.any():
+            day = df.index[bad.to_numpy()][0]
+            raise ValueError(f"asset {col!r} has a non-numeric cell {df[col][bad].iloc[0]!r} on {day.date()} "
+                             f"({int(bad.sum())} such cells); fix or blank them (blank = missing)")
+        out[col] = values.astype(np.float64)
+    if skipped:
+        warnings.warn(f"columns {skipped} hold no numbers and are not used as assets", stacklevel=2)
+    if not out:
         raise ValueError("the data has no numeric columns (one column of prices or returns per asset)")
-    return df.astype(np.float64)
+    return pd.DataFrame(out, index=df.index)
 
 
 def log_returns(prices: pd.DataFrame) -> pd.DataFrame:
