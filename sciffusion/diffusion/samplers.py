@@ -264,6 +264,6 @@ def sample(denoiser: DenoiserFn, shape: Sequence[int], sigmas: Tensor, *, sample
     ``eta``...), checked by :func:`check_options`.
     """
     fn = resolve_sampler(sampler)
-    check_options(fn if not isinstance(sampler, str) else sampler, options)
+    check_options(sampler, options)
     x = randn(shape, generator, device=device, dtype=dtype) * float(torch.as_tensor(sigmas)[0])
     return fn(denoiser, x, sigmas, extra_args=extra_args, generator=generator, callback=callback, **options)
