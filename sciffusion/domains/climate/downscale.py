@@ -38,8 +38,9 @@ from ...tasks.calibration import spread_calibrator
 from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from .fields import Grid, canonical, open_fields, time_key
-from .forecast import _fields, read_static, select_period
+from .fields import Grid, open_fields, output_attrs, output_coord, time_key
+from .forecast import DATA_HELP, LEVELS_HELP, _fields, read_static, select_period
+from .levels import split_levels, stack_levels
 
 
 def block_mean(x: np.ndarray, factor: int) -> np.ndarray:
@@ -80,8 +81,8 @@ class Downscale(Task):
     verb = "downscale"
     summary = "downscaling of gridded fields to an ensemble on a finer grid (netCDF in, netCDF out)"
     defaults: dict[str, Any] = {
-        "data": {"variables": None, "train_period": None, "factor": 4, "static": None, "static_path": None,
-                 "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64},
+        "data": {"variables": None, "levels": None, "train_period": None, "factor": 4, "static": None,
+                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
@@ -90,20 +91,25 @@ class Downscale(Task):
         "downscale": {"period": None, "members": 8},
     }
     train_flags = (
-        Flag("--variables", "data.variables", "variables to downscale (channels)", nargs="+"),
+        Flag("--data", "data.path", "fine fields: " + DATA_HELP, nargs="+"),
+        Flag("--variables", "data.variables", "variables to downscale, or single levels of them (t_850)",
+             nargs="+"),
+        Flag("--levels", "data.levels", LEVELS_HELP, float, nargs="+"),
         Flag("--factor", "data.factor", "integer refinement factor (coarse cell = factor x factor fine cells)", int),
         Flag("--train-period", "data.train_period", "training period, e.g. 1860/2029 (its tail validates)"),
         Flag("--static", "data.static", "static fine-grid fields to condition on (orography, land-sea mask)",
              nargs="+"),
     )
     sample_flags = (
-        Flag("--data", "data.path", "coarse fields on the run's coarse grid, or fine fields (coarsened first)"),
+        Flag("--data", "data.path", "coarse fields on the run's coarse grid, or fine fields (coarsened first): "
+             + DATA_HELP, nargs="+"),
         Flag("--period", "downscale.period", "time steps to downscale, e.g. 2030/2099"),
         Flag("--members", "downscale.members", "ensemble members", int),
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
     )
     required_sample = ("run", "out", "data.path")
-    evaluate_flags = (Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),)
+    evaluate_flags = (Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),
+                      Flag("--data", "data.path", "the fine truth: " + DATA_HELP, nargs="+"))
     required_evaluate = ("evaluate.downscaled", "data.path", "run")
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
@@ -111,7 +117,7 @@ class Downscale(Task):
         f = int(d["factor"])
         if f < 2:
             raise ValueError(f"factor must be an integer >= 2; got {d['factor']}")
-        ds, full_grid = open_fields(d["path"], d["variables"])
+        ds, full_grid = open_fields(d["path"], d["variables"], levels=d.get("levels"))
         ds, grid = crop_to_factor(ds, full_grid, f)
         static = read_static(d, full_grid)
         static = None if static is None else static[:, :grid.shape[0], :grid.shape[1]]
@@ -261,7 +267,7 @@ def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period:
     meta = run.metadata
     variables, fine = meta["variables"], Grid.from_dict(meta["grid"])
     f = int(meta["factor"])
-    ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
+    ds, g = open_fields(data, variables)
     ds = select_period(ds, g.time, period, "period")
     H, W = fine.shape
     coarse_grid = Grid(fine.time, fine.lat, fine.lon, tuple(coarse_coords(fine.lat_values, f)),
@@ -308,15 +314,16 @@ def fine_dataset(out: np.ndarray, ds: xr.Dataset, fine: Grid, run: TrainedRun, s
     """``(T, M, C, H, W)`` -> Dataset of ``(time, member, lat, lon)`` variables on the fine grid."""
     meta = run.metadata
     ca = meta.get("coord_attrs", {})
-    coords = {fine.time: ds[fine.time] if fine.time in ds.coords else ("time", np.arange(out.shape[0])),
+    coords = {fine.time: output_coord(ds, fine.time) if fine.time in ds.coords else ("time", np.arange(out.shape[0])),
               "member": ("member", np.arange(out.shape[1]), {"long_name": "ensemble member"}),
-              fine.lat: (fine.lat, np.asarray(fine.lat_values, dtype=np.float32), ca.get(fine.lat, {})),
-              fine.lon: (fine.lon, np.asarray(fine.lon_values, dtype=np.float32), ca.get(fine.lon, {}))}
+              **{c: (c, np.asarray(values, dtype=np.float32), output_attrs(ca.get(c, {}), [c]))
+                 for c, values in ((fine.lat, fine.lat_values), (fine.lon, fine.lon_values))}}
     stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} sciffusion {__version__}"
-    data_vars = {v: ((fine.time, "member", fine.lat, fine.lon), out[:, :, c], meta["attrs"].get(v, {}))
+    dims = (fine.time, "member", fine.lat, fine.lon)
+    data_vars = {v: (dims, out[:, :, c], output_attrs(meta["attrs"].get(v, {}), dims))
                  for c, v in enumerate(meta["variables"])}
-    return xr.Dataset(data_vars, coords=coords, attrs={"history": f"{stamp} {source}: {note}", "source": source,
-                                                       "sciffusion_task": "downscale", **(attrs or {})})
+    return stack_levels(xr.Dataset(data_vars, coords=coords, attrs={
+        "history": f"{stamp} {source}: {note}", "source": source, "sciffusion_task": "downscale", **(attrs or {})}))
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -356,7 +363,7 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
     rng = np.random.default_rng(seed)
     land = prep.land
     methods = {
-        "sciffusion": np.stack([fc[v].values for v in run.metadata["variables"]], axis=2),
+        "sciffusion": np.stack([split_levels(fc)[v].values for v in run.metadata["variables"]], axis=2),
         "bilinear": prep.denorm(base)[:, None],
         "bicubic": prep.denorm(prep.interp(coarse, "bicubic"))[:, None],
         "interp_bias_gaussian": prep.denorm(base[:, None] + prep.bias + prep.scale *

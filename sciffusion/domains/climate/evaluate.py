@@ -20,8 +20,9 @@ import xarray as xr
 
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
-from .fields import canonical, open_fields
+from .fields import open_fields, output_coord
 from .forecast import _fields, initial_states, normal_shifts, to_dataset, training_anomalies
+from .levels import split_levels
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
 
@@ -81,8 +82,9 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
 
 def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Dataset:
     """The observed fields at each (init_time, lead_time) of ``fc`` (NaN past the end of the data)."""
-    variables = [v for v in fc.data_vars]
-    ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
+    fc = split_levels(fc)
+    variables = [str(v) for v in fc.data_vars]
+    ds, g = open_fields(data, variables)
     times = list(ds[g.time].values)
     pos = {t: i for i, t in enumerate(times)}
     missing = [t for t in fc["init_time"].values if t not in pos]
@@ -98,8 +100,8 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
                 out[a, b] = x[j]
     dims = ("init_time", "lead_time", g.lat, g.lon)
     return xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},
-                      coords={"init_time": fc["init_time"], "lead_time": fc["lead_time"], g.lat: ds[g.lat],
-                              g.lon: ds[g.lon]})
+                      coords={"init_time": fc["init_time"], "lead_time": fc["lead_time"],
+                              g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)})
 
 
 def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str, Any]:
@@ -109,6 +111,8 @@ def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str
     test of the per-initial-time area-mean CRPS of sciffusion against it (``mean_diff`` < 0: sciffusion better).
     Consecutive initial times share errors (a drifting normal, lead overlap), so the Newey-West lag is the larger of
     lead - 1 and the usual automatic lag for their number."""
+    forecasts = {name: split_levels(fc) for name, fc in forecasts.items()}  # one entry per (variable, level)
+    truth = split_levels(truth)
     table: dict[str, Any] = {}
     for v in truth.data_vars:
         table[v] = {}

@@ -7,8 +7,6 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 
 from __future__ import annotations
 
-import os
-import pathlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,45 +14,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-LAT_NAMES = ("lat", "latitude", "y", "nav_lat", "rlat")
-LON_NAMES = ("lon", "longitude", "x", "nav_lon", "rlon")
-_LAT_UNITS = ("degrees_north", "degree_north", "degrees_n", "degree_n")
-_LON_UNITS = ("degrees_east", "degree_east", "degrees_e", "degree_e")
-
-
-def _find(ds: xr.Dataset | xr.DataArray, kind: str) -> str:
-    names, units = (LAT_NAMES, _LAT_UNITS) if kind == "latitude" else (LON_NAMES, _LON_UNITS)
-    dims = list(ds.dims)
-    for d in dims:  # CF attributes first: they are what the file says
-        if d in ds.coords:
-            a = ds[d].attrs
-            if a.get("standard_name") == kind or str(a.get("units", "")).lower() in units or a.get("axis") == (
-                    "Y" if kind == "latitude" else "X"):
-                return d
-    for d in dims:
-        if d.lower() in names:
-            return d
-    raise ValueError(f"no {kind} dimension found (looked for CF attributes and names {', '.join(names)}); "
-                     f"dims are {dims}")
-
-
-def time_key(t: Any) -> str:
-    """A time's identity as a string, the same for numpy, pandas and cftime times of one instant
-    (``2030-07-01T00:00:00``): the key of its members' seeds, so they do not depend on where it sits in a file."""
-    if isinstance(t, np.datetime64):
-        return str(np.datetime_as_string(t.astype("datetime64[s]"), unit="s"))
-    iso = getattr(t, "isoformat", None)
-    return str(iso()).replace(" ", "T")[:19] if iso is not None else str(t)
-
-
-def find_time(ds: xr.Dataset | xr.DataArray) -> str:
-    for d in ds.dims:
-        if d in ds.coords and (ds[d].attrs.get("standard_name") == "time" or ds[d].attrs.get("axis") == "T"
-                               or np.issubdtype(ds[d].dtype, np.datetime64) or ds[d].dtype == object):
-            return d
-    if "time" in ds.dims:
-        return "time"
-    raise ValueError(f"no time dimension found; dims are {list(ds.dims)}")
+from .coords import LAT_NAMES, LON_NAMES, _find, find_time, time_key  # noqa: F401 (re-exported)
+from .levels import is_vertical, level_of, split_levels
+from .sources import Source, open_source
 
 
 @dataclass(frozen=True)
@@ -103,28 +65,47 @@ def _is_global(lon: np.ndarray) -> bool:
     return bool(np.allclose(step, step[0], rtol=1e-3) and abs(len(lon) * step[0] - 360.0) < 0.5 * step[0])
 
 
-def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None) -> tuple[xr.Dataset, Grid]:
-    """Select ``variables``, check dims, sort latitude, normalise and sort longitude, check time.
+def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None, levels: Sequence[float] | None = None,
+              ) -> tuple[xr.Dataset, Grid]:
+    """Select ``variables``, split vertical levels into channels, check dims, sort latitude, normalise and sort
+    longitude, check time.
 
-    Every selected variable must have exactly the dims (time, lat, lon), in any order; it is returned as
-    ``(time, lat, lon)``. Attributes of the dataset, variables and coordinates are kept.
+    A variable with a vertical dim (see :mod:`.levels`) becomes one channel variable per level (``t_850``);
+    ``levels`` selects levels (values as in the data, or hPa for a coordinate in Pa). ``variables`` may name whole
+    variables (all their selected levels) or single channels. Default: every variable on (time, lat, lon), with or
+    without levels. Every selected channel is returned as ``(time, lat, lon)``; other dims of size 1 (ERA5's
+    ``number``, a single ``expver``) are dropped. Attributes of the dataset, variables and coordinates are kept.
     """
-    if variables is not None:
-        if isinstance(variables, str):
-            variables = [variables]
-        missing = [v for v in variables if v not in ds.data_vars]
-        if missing:
-            raise ValueError(f"variable(s) {missing} not in the data; it has {sorted(map(str, ds.data_vars))}")
-        ds = ds[list(variables)]
-    else:
-        ds = ds[[v for v in ds.data_vars if ds[v].ndim >= 3]]
-        if not ds.data_vars:
-            raise ValueError("the data hold no (time, lat, lon) variable")
     time, lat, lon = find_time(ds), _find(ds, "latitude"), _find(ds, "longitude")
-    for v in ds.data_vars:
-        if set(ds[v].dims) != {time, lat, lon}:
-            raise ValueError(f"variable {v!r} has dims {ds[v].dims}; need exactly ({time}, {lat}, {lon})")
-    ds = ds.transpose(time, lat, lon)
+    if isinstance(variables, str):
+        variables = [variables]
+    horizontal = {time, lat, lon}
+    if variables is None:
+        parents = [str(v) for v in ds.data_vars if horizontal <= set(map(str, ds[v].dims))]
+        if not parents:
+            raise ValueError(f"the data hold no ({time}, {lat}, {lon}) variable")
+    else:
+        parents = []
+        for v in variables:
+            p = v if v in ds.data_vars else _parent_of(ds, v)
+            if p is None:
+                raise ValueError(f"variable(s) [{v!r}] not in the data; it has {sorted(map(str, ds.data_vars))}")
+            if p not in parents:
+                parents.append(p)
+    for v in parents:
+        if not horizontal <= set(map(str, ds[v].dims)):
+            raise ValueError(f"variable {v!r} has dims {ds[v].dims}; need ({time}, {lat}, {lon}) and at most a "
+                             f"vertical level")
+    flat = split_levels(ds[parents], keep=horizontal, levels=levels)
+    if variables is not None:  # whole variables expand to their channels; channels name themselves
+        wanted = [c for v in variables for c in
+                  ([c for c in flat.data_vars if _origin(flat, str(c)) == v] if v in parents else [v])]
+        missing = [c for c in wanted if c not in flat.data_vars]
+        if missing:
+            raise ValueError(f"variable(s) {missing} not in the data (at the selected levels); it has "
+                             f"{sorted(map(str, flat.data_vars))}")
+        flat = flat[list(dict.fromkeys(wanted))]
+    ds = flat.transpose(time, lat, lon)
     t = ds[time].values
     if len(t) > 1 and not all(a < b for a, b in zip(t[:-1], t[1:])):
         raise ValueError(f"time coordinate {time!r} is not strictly increasing (sort it or remove duplicates)")
@@ -142,6 +123,20 @@ def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None) -> tuple[x
     return ds, grid
 
 
+def _origin(ds: xr.Dataset, channel: str) -> str:
+    """The variable a channel of ``ds`` was split from (itself when it has no levels)."""
+    o = level_of(ds[channel])
+    return channel if o is None else o["variable"]
+
+
+def _parent_of(ds: xr.Dataset, channel: str) -> str | None:
+    """The variable of ``ds`` whose level gives the channel name ``channel`` (``t_850`` -> ``t``), if any."""
+    for v in ds.data_vars:
+        if channel.startswith(f"{v}_") and any(is_vertical(ds, str(d)) for d in ds[v].dims):
+            return str(v)
+    return None
+
+
 def static_field(da: xr.DataArray, grid: Grid) -> np.ndarray:
     """A (lat, lon) field (land-sea mask, orography) on ``grid``: latitude sorted and longitude wrapped as the data
     were, then checked against the grid's coordinates. Returns ``(lat, lon)`` float64."""
@@ -156,22 +151,58 @@ def static_field(da: xr.DataArray, grid: Grid) -> np.ndarray:
     return ds["f"].values[0].astype(np.float64)
 
 
-def open_fields(path: str | os.PathLike, variables: Sequence[str] | None = None,
-                chunks: dict[str, int] | None = None) -> tuple[xr.Dataset, Grid]:
-    """Open a netCDF file (or zarr store) lazily and make it canonical (see :func:`canonical`).
+def open_fields(data: Source | xr.Dataset, variables: Sequence[str] | None = None,
+                chunks: dict[str, int] | None = None, levels: Sequence[float] | None = None,
+                ) -> tuple[xr.Dataset, Grid]:
+    """Open ``data`` lazily (a netCDF file, a zarr store, a glob, several files or an fsspec URL: see
+    :func:`~.sources.open_source`; or an in-memory dataset) and make it canonical (see :func:`canonical`).
 
     Nothing is read into memory here; samples are read on demand. ``chunks`` (e.g. ``{"time": 64}``) opens with dask
     when it is installed, for reductions over archives larger than memory.
     """
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    kw: dict[str, Any] = {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=None)}
-    if chunks is not None:
-        kw["chunks"] = chunks
-    try:
-        ds = xr.open_zarr(path, **kw) if path.suffix == ".zarr" or path.is_dir() else xr.open_dataset(path, **kw)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"cannot read {path} as netCDF/zarr: {first[:200]}") from None
-    return canonical(ds, variables)
+    return canonical(open_source(data, chunks), variables, levels)
+
+
+# Attributes that point at variables an output does not carry (bounds, the grid mapping, auxiliary coordinates).
+_POINTERS = ("bounds", "grid_mapping", "coordinates", "cell_measures", "ancillary_variables")
+
+
+def output_attrs(attrs: dict[str, Any], dims: Sequence[str]) -> dict[str, Any]:
+    """``attrs`` of an input variable or coordinate for an output with ``dims``: no pointers to variables that are
+    not written, and no ``cell_methods`` entry on a dim that is gone (``time: mean`` on a forecast's init_time)."""
+    out = {k: v for k, v in attrs.items() if k not in _POINTERS}
+    if isinstance(out.get("cell_methods"), str):
+        kept = [" ".join(words) for names, words in _cell_methods(out["cell_methods"])
+                if all(n in dims or n == "area" for n in names)]
+        if kept:
+            out["cell_methods"] = " ".join(kept)
+        else:
+            del out["cell_methods"]
+    return out
+
+
+def _cell_methods(text: str) -> list[tuple[list[str], list[str]]]:
+    """CF ``cell_methods`` as ``(names, words)`` entries: ``"time: mean (interval: 1 day) area: mean"`` ->
+    ``[(["time"], ["time:", "mean", "(interval:", "1", "day)"]), (["area"], ["area:", "mean"])]``."""
+    entries: list[tuple[list[str], list[str]]] = []
+    depth, in_names = 0, False
+    for word in text.split():
+        is_name = depth == 0 and word.endswith(":") and not word.startswith("(")
+        if is_name and not in_names:
+            entries.append(([], []))
+        if not entries:
+            entries.append(([], []))
+        if is_name:
+            entries[-1][0].append(word[:-1])
+        entries[-1][1].append(word)
+        in_names = is_name
+        depth += word.count("(") - word.count(")")
+    return entries
+
+
+def output_coord(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """Coordinate ``name`` of ``ds`` for an output: its values and own attributes, without the scalar or auxiliary
+    coordinates it carries along (ERA5's ``number``, ``expver``) or pointers to variables that are not written."""
+    c = ds[name].reset_coords(drop=True).copy()
+    c.attrs = output_attrs(c.attrs, [name])
+    return c

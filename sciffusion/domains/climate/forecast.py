@@ -29,8 +29,14 @@ from ...tasks.calibration import spread_calibrator
 from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from .fields import Grid, canonical, open_fields, static_field, time_key
+from .fields import Grid, open_fields, output_attrs, output_coord, static_field, time_key
+from .levels import stack_levels
+from .sources import open_source
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, fit_anomaly_stats, years
+
+DATA_HELP = ("netCDF files, zarr stores, quoted globs ('era5_*.nc') or URLs (gs://, s3://, https:// with their fsspec "
+             "backend), joined along time")
+LEVELS_HELP = "vertical levels to model, e.g. 500 850 (hPa also finds a coordinate in Pa); default: all"
 
 
 def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
@@ -105,7 +111,7 @@ def read_static(d: dict[str, Any], grid: Grid) -> np.ndarray | None:
         return None
     names = [d["static"]] if isinstance(d["static"], str) else list(d["static"])
     where = d.get("static_path") or d["path"]
-    with xr.open_dataset(where) as src:
+    with open_source(where) as src:
         out = []
         for name in names:
             if name not in src.variables:
@@ -147,8 +153,9 @@ class Forecast(Task):
     verb = "forecast"
     summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
     defaults: dict[str, Any] = {
-        "data": {"variables": None, "train_period": None, "history": 2, "climatology": "auto", "trend": 0,
-                 "harmonics": 3, "normal_years": 0.0, "static": None, "static_path": None, "val_fraction": 0.15,
+        "data": {"variables": None, "levels": None, "train_period": None, "history": 2, "climatology": "auto",
+                 "trend": 0, "harmonics": 3, "normal_years": 0.0, "static": None, "static_path": None,
+                 "val_fraction": 0.15,
                  "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64, "holdout_stats": False},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0},
@@ -158,8 +165,11 @@ class Forecast(Task):
         "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None, "normal_uncertainty": 0.0},
     }
     train_flags = (
-        Flag("--variables", "data.variables", "variables to model (channels); default: every (time, lat, lon) one",
-             nargs="+"),
+        Flag("--data", "data.path", DATA_HELP, nargs="+"),
+        Flag("--variables", "data.variables",
+             "variables to model, or single levels of them (t_850); default: every variable on (time, lat, lon), with "
+             "or without a vertical level", nargs="+"),
+        Flag("--levels", "data.levels", LEVELS_HELP, float, nargs="+"),
         Flag("--train-period", "data.train_period", "training period, e.g. 1991-01/2015-12 (its tail validates)"),
         Flag("--history", "data.history", "number of past states to condition on", int),
         Flag("--climatology", "data.climatology",
@@ -170,7 +180,8 @@ class Forecast(Task):
         Flag("--static", "data.static", "static (lat, lon) fields to condition on, e.g. land-sea mask", nargs="+"),
     )
     sample_flags = (
-        Flag("--data", "data.path", "netCDF/zarr with the states to start from (and the truth, if it is there)"),
+        Flag("--data", "data.path", "the states to start from (and the truth, if it is there): " + DATA_HELP,
+             nargs="+"),
         Flag("--init-period", "forecast.init_period", "initial times, e.g. 2016-01/2021-11"),
         Flag("--leads", "forecast.leads", "number of steps to roll out", int),
         Flag("--members", "forecast.members", "ensemble members", int),
@@ -183,6 +194,8 @@ class Forecast(Task):
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
+        Flag("--data", "data.path", "the truth (and the run's training period, for the baselines): " + DATA_HELP,
+             nargs="+"),
         Flag("--forecast", "evaluate.forecast", "forecast file written by 'sciffusion forecast'"),
         Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
              nargs="+"),
@@ -193,7 +206,7 @@ class Forecast(Task):
     # --- training --------------------------------------------------------------------------------------------
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         d = config["data"]
-        ds, grid = open_fields(d["path"], d["variables"])
+        ds, grid = open_fields(d["path"], d["variables"], levels=d.get("levels"))
         variables = list(ds.data_vars)
         k = int(d["history"])
         if k < 1:
@@ -387,7 +400,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     forecasts of the model and of every baseline alike."""
     meta = run.metadata
     variables, grid = meta["variables"], Grid.from_dict(meta["grid"])
-    ds, g = canonical(data, variables) if isinstance(data, xr.Dataset) else open_fields(data, variables)
+    ds, g = open_fields(data, variables)
     grid.check(g, f"{data}" if not isinstance(data, xr.Dataset) else "the data")
     prep = Preprocess.from_run(run)
     times = ds[g.time].values
@@ -479,10 +492,10 @@ def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[s
               "lead_time": ("lead_time", np.arange(1, L + 1),
                             {"long_name": "forecast lead", "units": "time steps of the input data"}),
               "member": ("member", np.arange(M), {"long_name": "ensemble member"}),
-              g.lat: ds[g.lat], g.lon: ds[g.lon]}
+              g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)}
     stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} sciffusion {__version__}"
-    data_vars = {v: (("init_time", "lead_time", "member", g.lat, g.lon), out[:, :, :, c], ds[v].attrs)
-                 for c, v in enumerate(st.variables)}
+    dims = ("init_time", "lead_time", "member", g.lat, g.lon)
+    data_vars = {v: (dims, out[:, :, :, c], output_attrs(ds[v].attrs, dims)) for c, v in enumerate(st.variables)}
     history = f"{stamp} {source}: {note}" + ("\n" + ds.attrs["history"] if "history" in ds.attrs else "")
-    return xr.Dataset(data_vars, coords=coords, attrs={**ds.attrs, "history": history, "source": source,
-                                                       "sciffusion_task": "forecast", **(attrs or {})})
+    return stack_levels(xr.Dataset(data_vars, coords=coords, attrs={
+        **ds.attrs, "history": history, "source": source, "sciffusion_task": "forecast", **(attrs or {})}))

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ...metrics import crps_ensemble_np
-from .fields import _find
+from .coords import _find
 
 MEMBER = "member"
 
