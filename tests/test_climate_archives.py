@@ -1,0 +1,195 @@
+"""Climate archives as users download them: levels, several files, zarr stores, URLs, and their bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from layouts import cmip6, era5, split_by_time, wb2
+
+from sciffusion.cli import main
+from sciffusion.domains.climate import open_fields
+from sciffusion.domains.climate.fields import output_attrs
+from sciffusion.domains.climate.levels import LEVEL_ATTR, split_levels, stack_levels
+
+TINY = ["--accelerator", "cpu", "--set", "trainer.progress=false", "--set", "model.net.channels=[8,16]",
+        "--set", "sampling.steps=2", "--set", "sampling.calibration_members=2", "--max-steps", "2"]
+
+
+def _train_forecast(tmp_path, data, extra=(), init="2000-03-01/2000-03-04", leads=2):
+    run, fc = tmp_path / "run", tmp_path / "fc.nc"
+    data = list(data) if isinstance(data, (list, tuple)) else [data]
+    assert main(["train", "forecast", "--data", *data, "--out", str(run), *extra, *TINY]) == 0
+    assert main(["forecast", "--run", str(run), "--data", *data, "--init-period", init, "--leads", str(leads),
+                 "--members", "2", "--out", str(fc)]) == 0
+    return run, xr.open_dataset(fc)
+
+
+# --- levels as channels ------------------------------------------------------------------------------------------
+def test_split_then_stack_gives_back_the_dataset():
+    ds, _ = era5(periods=5)
+    ds = ds.drop_vars(["number", "expver"])
+    flat = split_levels(ds, keep={"valid_time", "latitude", "longitude"})
+    assert list(flat.data_vars) == ["t_1000", "t_850", "t_500", "t2m"]
+    assert all(set(flat[v].dims) == {"valid_time", "latitude", "longitude"} for v in flat.data_vars)
+    np.testing.assert_array_equal(flat["t_850"].values, ds["t"].sel(pressure_level=850).values)
+    xr.testing.assert_identical(stack_levels(flat), ds)
+
+
+def test_levels_select_by_value_and_hpa_finds_pascal():
+    ds, _ = cmip6(months=3)
+    flat = split_levels(ds[["ta"]], keep={"time", "lat", "lon"}, levels=[500])
+    assert list(flat.data_vars) == ["ta_50000"]
+    with pytest.raises(ValueError, match=r"none of the levels 700 is in 'ta''s 'plev' \(it has 85000, 50000, 25000 Pa"):
+        split_levels(ds[["ta"]], keep={"time", "lat", "lon"}, levels=[700])
+
+
+def test_output_attrs_drop_pointers_and_gone_cell_methods():
+    a = {"units": "K", "cell_methods": "time: mean (interval: 1 day) area: mean", "cell_measures": "area: areacella",
+         "bounds": "lat_bnds", "grid_mapping": "crs"}
+    assert output_attrs(a, ["init_time", "lat", "lon"]) == {"units": "K", "cell_methods": "area: mean"}
+    assert output_attrs(a, ["time", "lat", "lon"]) == {"units": "K",
+                                                        "cell_methods": "time: mean (interval: 1 day) area: mean"}
+
+
+# --- the layouts, through the CLI --------------------------------------------------------------------------------
+def test_era5_files_train_forecast_and_evaluate(tmp_path, capsys):
+    ds, enc = era5(periods=120)
+    split_by_time(ds, enc, 3, tmp_path / "era5", "valid_time")  # one file per stretch, as users download
+    glob = str(tmp_path / "era5_*.nc")
+    run, fc = _train_forecast(tmp_path, glob)
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["variables"] == ["t_1000", "t_850", "t_500", "t2m"]  # mixed 3-D and 2-D variables, one channel each
+    assert fc["t"].dims == ("init_time", "lead_time", "member", "pressure_level", "latitude", "longitude")
+    assert fc["t2m"].dims == ("init_time", "lead_time", "member", "latitude", "longitude")
+    src = xr.open_dataset(tmp_path / "era5_0.nc")
+    xr.testing.assert_identical(fc["pressure_level"], src["pressure_level"].reset_coords(drop=True))
+    assert fc["t"].attrs == {k: v for k, v in src["t"].attrs.items()}  # the variable's own attributes, no more
+    assert fc["t"].encoding["dtype"] == np.float32  # not the input's int16 packing, which would clip forecasts
+    assert "number" not in fc.coords and "expver" not in fc.coords
+    # physical units on every level: the forecast of 500 hPa is colder than of 1000 hPa, as the data
+    assert float(fc["t"].sel(pressure_level=500).mean()) < float(fc["t"].sel(pressure_level=1000).mean()) - 10
+    assert fc.attrs["Conventions"] == "CF-1.7" and "cfgrib" in fc.attrs["history"]
+    capsys.readouterr()
+    assert main(["evaluate", "forecast", "--run", str(run), "--data", glob, "--forecast", str(tmp_path / "fc.nc"),
+                 "--baselines", "persistence", "--out", str(tmp_path / "s.json")]) == 0
+    table = json.loads((tmp_path / "s.json").read_text())
+    assert set(table) == {"t_1000", "t_850", "t_500", "t2m"}  # scored per (variable, level)
+    assert table["t_850"]["sciffusion"]["1"]["crps"] > 0
+
+
+def test_wb2_zarr_with_levels_and_variables(tmp_path):
+    pytest.importorskip("zarr")
+    ds, _ = wb2(periods=100)
+    store = tmp_path / "wb2.zarr"
+    ds.to_zarr(store)
+    run, fc = _train_forecast(tmp_path, str(store), ["--variables", "temperature", "2m_temperature", "--levels", "500",
+                                                     "850"])
+    assert json.loads((run / "metadata.json").read_text())["variables"] == [
+        "temperature_500", "temperature_850", "2m_temperature"]
+    assert "geopotential" not in fc
+    np.testing.assert_array_equal(fc["level"].values, [500, 850])
+    assert fc["level"].dtype == np.int64
+
+
+def test_cmip6_noleap_pascal_levels_and_bounds(tmp_path):
+    ds, enc = cmip6(months=72)
+    path = tmp_path / "ta_Amon.nc"
+    ds.to_netcdf(path, encoding=enc)
+    run, fc = _train_forecast(tmp_path, str(path), ["--levels", "500", "250"], init="2004-01/2004-06")
+    assert json.loads((run / "metadata.json").read_text())["variables"] == ["ta_50000", "ta_25000"]
+    np.testing.assert_array_equal(fc["plev"].values, [50000.0, 25000.0])
+    assert fc["plev"].attrs == ds["plev"].attrs
+    assert "bounds" not in fc["lat"].attrs and "bounds" not in fc["lon"].attrs  # lat_bnds is not written
+    assert "cell_methods" not in fc["ta"].attrs and "cell_measures" not in fc["ta"].attrs
+    assert type(fc["init_time"].values[0]).__name__ == "DatetimeNoLeap"
+
+
+# --- several files and URLs --------------------------------------------------------------------------------------
+def test_several_files_read_as_the_whole_file(tmp_path):
+    ds, enc = era5(periods=30)
+    whole = tmp_path / "whole.nc"
+    ds.to_netcdf(whole, encoding=enc)
+    paths = split_by_time(ds, enc, 3, tmp_path / "part", "valid_time")
+    a, ga = open_fields(str(whole))
+    b, gb = open_fields(list(reversed(paths)))  # any order: joined in time order
+    assert ga == gb
+    xr.testing.assert_identical(a.load().reset_coords(drop=True), b.load().reset_coords(drop=True))
+
+
+def test_fsspec_url_to_a_zarr_store():
+    pytest.importorskip("zarr")
+    fsspec = pytest.importorskip("fsspec")
+    ds, _ = wb2(periods=6)
+    ds.to_zarr("memory://wb2-test.zarr", mode="w")
+    try:
+        flat, g = open_fields("memory://wb2-test.zarr", ["temperature_500"])
+        np.testing.assert_array_equal(flat["temperature_500"].values, ds["temperature"].sel(level=500).values)
+    finally:
+        fsspec.filesystem("memory").rm("/wb2-test.zarr", recursive=True)
+
+
+# --- bad inputs: one line, exit 2, nothing written -----------------------------------------------------------------
+def _overlap(tmp_path):
+    ds, enc = era5(periods=20)
+    ds.isel(valid_time=slice(0, 12)).to_netcdf(tmp_path / "a.nc", encoding=enc)
+    ds.isel(valid_time=slice(10, 20)).to_netcdf(tmp_path / "b.nc", encoding=enc)
+    return [str(tmp_path / "a.nc"), str(tmp_path / "b.nc")]
+
+
+def _other_grid(tmp_path):
+    ds, enc = era5(periods=20)
+    ds.isel(valid_time=slice(0, 10)).to_netcdf(tmp_path / "a.nc", encoding=enc)
+    ds.isel(valid_time=slice(10, 20), longitude=slice(0, 8)).to_netcdf(tmp_path / "b.nc", encoding=enc)
+    return [str(tmp_path / "a.nc"), str(tmp_path / "b.nc")]
+
+
+def _other_vars(tmp_path):
+    ds, enc = era5(periods=20)
+    ds.isel(valid_time=slice(0, 10)).to_netcdf(tmp_path / "a.nc", encoding=enc)
+    ds.isel(valid_time=slice(10, 20)).drop_vars("t2m").to_netcdf(tmp_path / "b.nc", encoding={"t": enc["t"]})
+    return [str(tmp_path / "a.nc"), str(tmp_path / "b.nc")]
+
+
+def _one(tmp_path):
+    ds, enc = era5(periods=20)
+    ds.to_netcdf(tmp_path / "a.nc", encoding=enc)
+    return [str(tmp_path / "a.nc")]
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (lambda p: [str(p / "nothing_*.nc")], [], "no file matches"),
+    (_overlap, [], "overlap in time"),
+    (_other_grid, [], "other 'longitude' coordinates"),
+    (_other_vars, [], "holds variables ['t']"),
+    (_one, ["--levels", "700"], "none of the levels 700 is in 't'"),
+    (_one, ["--variables", "t_700"], "variable(s) ['t_700'] not in the data"),
+    (lambda p: ["nosuchproto://bucket/x.zarr"], [], "unknown URL protocol 'nosuchproto'"),
+])
+def test_bad_archives_are_one_line_errors(make, extra, message, tmp_path, capsys):
+    data = make(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "forecast", "--data", *data, "--out", str(tmp_path / "R"), *extra, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "R").exists()
+
+
+def test_url_without_its_backend_names_what_to_install(capsys, tmp_path):
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+        pytest.skip("gcsfs is installed: the missing-backend message cannot be shown")
+    except ImportError:
+        pass
+    assert main(["train", "forecast", "--data", "gs://bucket/era5.zarr", "--out", str(tmp_path / "R"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gs:// URLs needs a backend" in err and "gcsfs" in err, err
+
+
+def test_level_attr_is_json_with_the_origin():
+    ds, _ = era5(periods=3)
+    flat = split_levels(ds, keep={"valid_time", "latitude", "longitude"}, levels=[850])
+    origin = json.loads(flat["t_850"].attrs[LEVEL_ATTR])
+    assert origin["variable"] == "t" and origin["dim"] == "pressure_level" and origin["value"] == 850.0
+    assert origin["coord_attrs"]["units"] == "hPa"
