@@ -1,6 +1,7 @@
 """Climate archives as users download them: levels, several files, zarr stores, URLs, and their bad inputs."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -193,3 +194,96 @@ def test_level_attr_is_json_with_the_origin():
     origin = json.loads(flat["t_850"].attrs[LEVEL_ATTR])
     assert origin["variable"] == "t" and origin["dim"] == "pressure_level" and origin["value"] == 850.0
     assert origin["coord_attrs"]["units"] == "hPa"
+
+
+# --- outputs the ecosystem reads -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def daily_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("daily")
+    ds, enc = era5(periods=120, levels=(850, 500))
+    ds.to_netcdf(d / "era5.nc", encoding=enc)
+    assert main(["train", "forecast", "--data", str(d / "era5.nc"), "--out", str(d / "run"), *TINY]) == 0
+    return d
+
+
+def _forecast(d, layout, name):
+    out = d / name
+    assert main(["forecast", "--run", str(d / "run"), "--data", str(d / "era5.nc"), "--init-period",
+                 "2000-03-01/2000-03-05", "--leads", "3", "--members", "2", "--layout", layout, "--out", str(out)]) == 0
+    return xr.open_dataset(out)
+
+
+def test_daily_forecast_has_timedelta_leads_valid_times_and_cf_names(daily_run):
+    from sciffusion.domains.climate.conventions import to_internal
+
+    fc = _forecast(daily_run, "sciffusion", "fc.nc")
+    np.testing.assert_array_equal(fc["lead_time"].values, np.array([1, 2, 3], "timedelta64[D]").astype("m8[ns]"))
+    np.testing.assert_array_equal(fc["lead_step"].values, [1, 2, 3])
+    np.testing.assert_array_equal(fc["valid_time"].values, fc["init_time"].values[:, None] + fc["lead_time"].values)
+    assert fc["init_time"].attrs["standard_name"] == "forecast_reference_time"
+    assert fc["lead_time"].attrs["standard_name"] == "forecast_period"
+    assert fc["member"].attrs["standard_name"] == "realization"
+    for layout in ("climpred", "wb2"):  # every layout reads back as the same forecast
+        other = _forecast(daily_run, layout, f"fc_{layout}.nc")
+        xr.testing.assert_identical(to_internal(other).drop_attrs(), to_internal(fc).drop_attrs())
+
+
+def test_wb2_layout_is_the_weatherbench_forecast_schema(daily_run):
+    fc = _forecast(daily_run, "wb2", "wb2.nc")
+    assert fc["t"].dims == ("time", "prediction_timedelta", "realization", "pressure_level", "latitude", "longitude")
+    assert np.issubdtype(fc["prediction_timedelta"].dtype, np.timedelta64)
+
+
+def test_climpred_and_xskillscore_take_the_files_unchanged(daily_run, monkeypatch):
+    climpred = pytest.importorskip("climpred")
+    xs = pytest.importorskip("xskillscore")
+    from xml.etree import ElementTree
+
+    import cf_xarray.accessor
+
+    # climpred downloads the CF standard-name table to add attributes (no network here); it skips that step when
+    # the table does not parse, which is what this stands in for. The schema checks all run.
+    def offline(*args, **kwargs):
+        raise ElementTree.ParseError("offline")
+
+    monkeypatch.setattr(cf_xarray.accessor.CFDatasetAccessor, "add_canonical_attributes", offline)
+    from sciffusion.domains.climate.evaluate import truth_for
+
+    fc = _forecast(daily_run, "climpred", "cp.nc")
+    assert fc["lead"].attrs["units"] == "days" and fc["lead"].dtype == np.int64
+    obs = xr.open_dataset(daily_run / "era5.nc").drop_vars(["number", "expver"]).rename(valid_time="time")
+    obs = obs.sortby("latitude")[["t2m"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hind = climpred.HindcastEnsemble(fc[["t2m"]]).add_observations(obs)
+        skill = hind.verify(metric="crps", comparison="m2o", dim=["init", "member"], alignment="same_inits")
+    assert skill["t2m"].sizes["lead"] == 3 and np.isfinite(skill["t2m"].values).all()
+    truth = truth_for(fc, daily_run / "era5.nc")
+    crps = xs.crps_ensemble(truth["t2m"], fc["t2m"], member_dim="member", dim=[])
+    assert crps.dims == ("init", "lead", "latitude", "longitude") and np.isfinite(crps.values).all()
+
+
+def test_monthly_and_noleap_leads_are_calendar_months(tmp_path):
+    ds, enc = cmip6(months=48)
+    ds.to_netcdf(tmp_path / "ta.nc", encoding=enc)
+    _, fc = _train_forecast(tmp_path, str(tmp_path / "ta.nc"), ["--levels", "500"], init="2003-01/2003-03", leads=2)
+    assert fc["lead_time"].attrs["units"] == "months" and list(fc["lead_time"].values) == [1, 2]
+    v = fc["valid_time"].values
+    assert (v[0, 0].year, v[0, 0].month, v[0, 1].month, v[2, 1].month) == (2003, 2, 3, 5)
+    assert type(v[0, 0]).__name__ == "DatetimeNoLeap"
+    with pytest.raises(ValueError, match="wb2 layout needs a regular sub-monthly time step"):
+        from sciffusion.domains.climate.conventions import to_layout
+
+        to_layout(fc, "wb2")
+
+
+def test_time_step_kinds():
+    import pandas as pd
+
+    from sciffusion.domains.climate.conventions import time_step
+
+    assert time_step(pd.date_range("2000", periods=5, freq="6h").values) == ("delta", pd.Timedelta("6h"))
+    assert time_step(pd.date_range("2000", periods=5, freq="MS").values) == ("months", 1)
+    assert time_step(pd.date_range("2000", periods=5, freq="QS").values) == ("months", 3)
+    assert time_step(pd.date_range("2000", periods=5, freq="YS").values) == ("years", 1)
+    assert time_step(np.array(["2000-01-01", "2000-01-02", "2000-01-05"], "datetime64[ns]"))[0] == "steps"

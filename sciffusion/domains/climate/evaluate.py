@@ -20,9 +20,10 @@ import xarray as xr
 
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
+from .conventions import from_layout, to_internal, to_layout
 from .fields import open_fields, output_coord
 from .forecast import _fields, initial_states, normal_shifts, to_dataset, training_anomalies
-from .levels import split_levels
+from .levels import split_levels, stack_levels
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
 
@@ -81,27 +82,31 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
 
 
 def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Dataset:
-    """The observed fields at each (init_time, lead_time) of ``fc`` (NaN past the end of the data)."""
-    fc = split_levels(fc)
-    variables = [str(v) for v in fc.data_vars]
+    """The observed fields at each (initial time, lead) of ``fc`` (NaN past the end of the data), in ``fc``'s own
+    layout, lead coordinate and levels, so that ``fc - truth`` lines up."""
+    layout = fc.attrs.get("sciffusion_layout", "sciffusion")
+    named = from_layout(fc)
+    flat = split_levels(to_internal(fc))
+    variables = [str(v) for v in flat.data_vars]
     ds, g = open_fields(data, variables)
     times = list(ds[g.time].values)
     pos = {t: i for i, t in enumerate(times)}
-    missing = [t for t in fc["init_time"].values if t not in pos]
+    missing = [t for t in flat["init_time"].values if t not in pos]
     if missing:
         raise ValueError(f"{len(missing)} initial time(s) of the forecast are not in the data (first: {missing[0]})")
     x = _fields(ds, variables)
-    I, L = fc.sizes["init_time"], fc.sizes["lead_time"]
+    I, L = flat.sizes["init_time"], flat.sizes["lead_time"]
     out = np.full((I, L, *x.shape[1:]), np.nan)
-    for a, t0 in enumerate(fc["init_time"].values):
-        for b, lead in enumerate(fc["lead_time"].values):
-            j = pos[t0] + int(lead)
+    for a, t0 in enumerate(flat["init_time"].values):
+        for b, step in enumerate(flat["lead_time"].values):  # leads in steps of the data
+            j = pos[t0] + int(step)
             if j < len(times):
                 out[a, b] = x[j]
     dims = ("init_time", "lead_time", g.lat, g.lon)
-    return xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},
-                      coords={"init_time": fc["init_time"], "lead_time": fc["lead_time"],
-                              g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)})
+    truth = xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},
+                       coords={"init_time": named["init_time"], "lead_time": named["lead_time"],
+                               g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)})
+    return to_layout(stack_levels(truth), layout)
 
 
 def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str, Any]:
@@ -111,7 +116,8 @@ def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str
     test of the per-initial-time area-mean CRPS of sciffusion against it (``mean_diff`` < 0: sciffusion better).
     Consecutive initial times share errors (a drifting normal, lead overlap), so the Newey-West lag is the larger of
     lead - 1 and the usual automatic lag for their number."""
-    forecasts = {name: split_levels(fc) for name, fc in forecasts.items()}  # one entry per (variable, level)
+    # one entry per (variable, level)
+    forecasts = {name: split_levels(to_internal(fc)) for name, fc in forecasts.items()}
     truth = split_levels(truth)
     table: dict[str, Any] = {}
     for v in truth.data_vars:
@@ -175,6 +181,7 @@ def evaluate_forecast(forecast_ds: xr.Dataset, data, run: TrainedRun | str | pat
                       baselines: tuple[str, ...] = BASELINES, members: int = 16, seed: int = 0) -> dict[str, Any]:
     """Score a forecast file against the truth in ``data``, with the baselines of ``run`` on the same initial
     times and leads. Returns the :func:`score_table` (the forecast is the method ``"sciffusion"``)."""
+    forecast_ds = to_internal(forecast_ds)
     truth = truth_for(forecast_ds, data)
     methods = {"sciffusion": forecast_ds}
     if run is not None and baselines:

@@ -29,8 +29,9 @@ from ...tasks.calibration import spread_calibrator
 from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
+from .conventions import LAYOUTS, MEMBER_ATTRS, init_attrs, lead_coords, to_internal, to_layout
 from .fields import Grid, open_fields, output_attrs, output_coord, static_field, time_key
-from .levels import stack_levels
+from .levels import split_levels, stack_levels
 from .sources import open_source
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, fit_anomaly_stats, years
 
@@ -162,7 +163,8 @@ class Forecast(Task):
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
-        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None, "normal_uncertainty": 0.0},
+        "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None, "normal_uncertainty": 0.0,
+                     "layout": "sciffusion"},
     }
     train_flags = (
         Flag("--data", "data.path", DATA_HELP, nargs="+"),
@@ -188,6 +190,8 @@ class Forecast(Task):
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
         Flag("--normal-years", "forecast.normal_years",
              "anomalies from a recent normal of N years up to each initial time (default: the run's)", float),
+        Flag("--layout", "forecast.layout", "file layout: sciffusion (init_time, lead_time, member), climpred (init, "
+             "lead, member) or wb2 (time, prediction_timedelta, realization)"),
         Flag("--normal-uncertainty", "forecast.normal_uncertainty",
              "give each member its own climatology and trend, refitted to the training years resampled in blocks of "
              "N years (e.g. 10; 0 = off)", float),
@@ -267,18 +271,21 @@ class Forecast(Task):
     # --- sampling --------------------------------------------------------------------------------------------
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
+        layout = config["forecast"].get("layout") or "sciffusion"
+        if layout not in LAYOUTS:  # before sampling, not after
+            raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
         fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
                       leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
                       seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True,
                       normal_years=config["forecast"].get("normal_years"),
                       normal_uncertainty=float(config["forecast"].get("normal_uncertainty") or 0.0))
-        return write_netcdf(fc, config["out"])
+        return write_netcdf(to_layout(fc, layout), config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         from .evaluate import BASELINES, evaluate_forecast, format_table
 
         e = config.get("evaluate", {})
-        fc = open_output(e["forecast"], "forecast")
+        fc = to_internal(open_output(e["forecast"], "forecast"))
         base = e.get("baselines") or list(BASELINES)
         base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
         if base and not config.get("run"):
@@ -290,7 +297,7 @@ class Forecast(Task):
             from .evaluate import truth_for
             from .plots import forecast_plots
 
-            forecast_plots(table, fc, truth_for(fc, config["data"]["path"]), e["plots"])
+            forecast_plots(table, split_levels(fc), truth_for(fc, config["data"]["path"]), e["plots"])
         return report_scores(table, format_table(table), config.get("out"))
 
 
@@ -484,14 +491,14 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None
                ) -> xr.Dataset:
-    """``(I, L, M, C, H, W)`` fields -> Dataset of ``(init_time, lead_time, member, lat, lon)`` variables with the
-    input's attributes and coordinates, and a history line."""
+    """``(I, L, M, C, H, W)`` fields -> Dataset of ``(init_time, lead_time, member, [level], lat, lon)`` variables
+    with the input's attributes and coordinates, lead and valid times (:func:`~.conventions.lead_coords`) and a
+    history line."""
     ds, g = st.ds, st.grid
     I, L, M = out.shape[:3]
-    coords = {"init_time": ("init_time", np.asarray(st.times), ds[g.time].attrs),
-              "lead_time": ("lead_time", np.arange(1, L + 1),
-                            {"long_name": "forecast lead", "units": "time steps of the input data"}),
-              "member": ("member", np.arange(M), {"long_name": "ensemble member"}),
+    coords = {"init_time": ("init_time", np.asarray(st.times), init_attrs(ds[g.time].attrs)),
+              **lead_coords(list(st.times), list(ds[g.time].values), L),
+              "member": ("member", np.arange(M), MEMBER_ATTRS),
               g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)}
     stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} sciffusion {__version__}"
     dims = ("init_time", "lead_time", "member", g.lat, g.lon)

@@ -1,0 +1,144 @@
+"""Forecast files in the conventions the ecosystem reads: lead times with units, valid times, CF standard names, and
+the climpred and WeatherBench 2 layouts.
+
+A forecast's lead is written as the verification tools expect it:
+
+* a regular sub-monthly step (hourly, 6-hourly, daily): ``lead_time`` is a timedelta (``1 days``, ``2 days``);
+* monthly or annual data: ``lead_time`` is an integer with ``units`` ``months`` or ``years`` (climpred's convention);
+* anything else: an integer count of the input's steps.
+
+Every layout also carries ``lead_step`` (the lead in steps of the input data, 1, 2, ...) and
+``valid_time(init, lead)``, so :func:`to_internal` can read any of them back.
+
+Layouts (``--layout``):
+
+* ``sciffusion`` (default): ``(init_time, lead_time, member, [level], lat, lon)``;
+* ``climpred``: ``init``, ``lead`` (an integer with ``units`` in days/hours/months/years), ``member``, as
+  ``climpred.HindcastEnsemble`` takes them;
+* ``wb2``: WeatherBench 2's forecast schema, ``time`` (the initial time), ``prediction_timedelta``,
+  ``realization`` (a regular sub-monthly step only).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+LAYOUTS = ("sciffusion", "climpred", "wb2")
+_RENAMES = {"climpred": {"init_time": "init", "lead_time": "lead"},
+            "wb2": {"init_time": "time", "lead_time": "prediction_timedelta", "member": "realization"}}
+_DAY = datetime.timedelta(days=1)
+_CLIMPRED_UNITS = (("days", "1D"), ("hours", "1h"), ("minutes", "1min"), ("seconds", "1s"))
+
+
+def time_step(times: Sequence[Any]) -> tuple[str, Any]:
+    """The data's step: ``("delta", timedelta)`` for a regular step under 28 days, ``("months", n)`` or
+    ``("years", n)`` for monthly or annual data (n steps of a month or year), else ``("steps", 1)``."""
+    t = list(times)
+    if len(t) < 2:
+        return "steps", 1
+    d = [_as_timedelta(b - a) for a, b in zip(t[:-1], t[1:])]
+    if all(x == d[0] for x in d) and d[0] < 28 * _DAY:
+        return "delta", d[0]
+    days = np.array([x / _DAY for x in d])
+    for unit, length in (("years", 365.25), ("months", 30.44)):
+        n = np.rint(np.median(days) / length)
+        if n >= 1 and np.all(np.abs(days - n * length) <= 3.1 * n):
+            return unit, int(n)
+    return "steps", 1
+
+
+def _as_timedelta(x: Any) -> datetime.timedelta:
+    if isinstance(x, np.timedelta64):
+        return pd.Timedelta(x).to_pytimedelta()
+    return x
+
+
+def _shift(t: Any, months: int) -> Any:
+    """``t`` plus a number of calendar months, in its own calendar (day clipped to the month's length)."""
+    if isinstance(t, np.datetime64):
+        return (pd.Timestamp(t) + pd.DateOffset(months=months)).to_datetime64()
+    y, m = divmod(t.month - 1 + months, 12)
+    probe = t.replace(year=t.year + y, month=m + 1, day=1)
+    return t.replace(year=t.year + y, month=m + 1, day=min(t.day, getattr(probe, "daysinmonth", 28)))
+
+
+def lead_coords(init_times: Sequence[Any], data_times: Sequence[Any], leads: int) -> dict[str, Any]:
+    """``lead_time``, ``lead_step`` and ``valid_time`` coordinates of a forecast of ``leads`` steps from
+    ``init_times``, in the conventions of the module docstring."""
+    kind, step = time_step(data_times)
+    steps = np.arange(1, leads + 1)
+    base = {"standard_name": "forecast_period", "long_name": "forecast lead"}
+    if kind == "delta":
+        lead = xr.Variable("lead_time", np.array([pd.Timedelta(step * int(s)) for s in steps], "timedelta64[ns]"),
+                           base)
+        valid = [[t + (np.timedelta64(pd.Timedelta(step * int(s))) if isinstance(t, np.datetime64) else step * int(s))
+                  for s in steps] for t in init_times]
+    elif kind in ("months", "years"):
+        lead = xr.Variable("lead_time", steps * step, {**base, "units": kind})
+        per = step * (12 if kind == "years" else 1)
+        valid = [[_shift(t, per * int(s)) for s in steps] for t in init_times]
+    else:
+        lead = xr.Variable("lead_time", steps, {**base, "units": "time steps of the input data"})
+        pos = {t: i for i, t in enumerate(data_times)}
+        valid = [[data_times[pos[t] + s] if pos[t] + s < len(data_times) else None for s in steps]
+                 for t in init_times]
+    out: dict[str, Any] = {"lead_time": lead,
+                           "lead_step": xr.Variable("lead_time", steps, {"long_name": "lead in steps of the input"})}
+    if not any(v is None for row in valid for v in row):  # irregular steps past the end of the data: unknown
+        numpy_times = isinstance(init_times[0], np.datetime64)
+        out["valid_time"] = xr.Variable(("init_time", "lead_time"),
+                                        np.asarray(valid, dtype="datetime64[ns]" if numpy_times else object),
+                                        {"standard_name": "time", "long_name": "valid time"})
+    return out
+
+
+def init_attrs(time_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The initial time's attributes: the input time's, with the CF name of a forecast's reference time."""
+    return {**{k: v for k, v in time_attrs.items() if k not in ("bounds", "axis")},
+            "standard_name": "forecast_reference_time", "long_name": "initial time"}
+
+
+MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member"}
+
+
+def to_layout(fc: xr.Dataset, layout: str) -> xr.Dataset:
+    """A forecast in the ``sciffusion`` layout written in ``layout`` (see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if layout == "sciffusion":
+        return fc
+    lead = fc["lead_time"]
+    if layout == "wb2" and not np.issubdtype(lead.dtype, np.timedelta64):
+        raise ValueError(f"the wb2 layout needs a regular sub-monthly time step; this forecast's lead is in "
+                         f"{lead.attrs.get('units', 'steps')} (use --layout climpred)")
+    if layout == "climpred" and np.issubdtype(lead.dtype, np.timedelta64):  # climpred wants integers with units
+        step = pd.Timedelta(lead.values[0]) / int(fc["lead_step"].values[0])
+        unit, one = next((u, pd.Timedelta(d)) for u, d in _CLIMPRED_UNITS if step % pd.Timedelta(d) == pd.Timedelta(0))
+        ints = np.rint(lead.values / np.timedelta64(one)).astype("int64")
+        fc = fc.assign_coords(lead_time=("lead_time", ints, {**lead.attrs, "units": unit}))
+    return fc.rename(_RENAMES[layout]).assign_attrs(sciffusion_layout=layout)
+
+
+def from_layout(fc: xr.Dataset) -> xr.Dataset:
+    """A forecast in any layout with the ``sciffusion`` layout's names (its lead coordinate as written)."""
+    layout = fc.attrs.get("sciffusion_layout", "sciffusion")
+    if layout in _RENAMES:
+        fc = fc.rename({v: k for k, v in _RENAMES[layout].items() if v in fc.dims or v in fc.coords})
+        fc.attrs = {k: v for k, v in fc.attrs.items() if k != "sciffusion_layout"}
+    return fc
+
+
+def to_internal(fc: xr.Dataset) -> xr.Dataset:
+    """Any layout read back as the ``sciffusion`` one with ``lead_time`` as integer steps (1, 2, ...): what the
+    scores and baselines index by. Files written before lead units existed pass unchanged."""
+    fc = from_layout(fc)
+    if "lead_step" in fc.coords:
+        fc = fc.assign_coords(lead_time=("lead_time", fc["lead_step"].values.astype("int64"),
+                                         {"long_name": "lead in steps of the input"})).drop_vars("lead_step")
+    return fc.drop_vars([c for c in ("valid_time",) if c in fc.coords and fc[c].ndim == 2])
