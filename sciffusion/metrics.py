@@ -39,6 +39,55 @@ def crps_ensemble_np(x: np.ndarray, y: np.ndarray, fair: bool = True) -> np.ndar
     return skill - spread
 
 
+def _observed(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 copies with the dims the observation misses set to 0 in both, and the mask ``(..., D)`` of the rest."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(y)
+    return np.where(ok[..., None, :], np.nan_to_num(x), 0.0), np.where(ok, y, 0.0), ok
+
+
+def energy_score(x: np.ndarray, y: np.ndarray, fair: bool = True, chunk: int = 64) -> np.ndarray:
+    """Energy score of ensembles ``x`` ``(..., M, D)`` (members, then variables) against ``y`` ``(..., D)``:
+    ``E||X - y|| - E||X - X'|| / 2`` (Gneiting & Raftery 2007), the multivariate CRPS. ``fair=True`` takes the
+    second mean over the ``M (M - 1)`` distinct pairs (scoringrules' ``estimator="fair"``), ``fair=False`` over all
+    ``M^2`` (``"nrg"``). Variables the observation misses (NaN) are left out of that forecast's norms. Returns
+    ``(...)``; O(M^2 D) per forecast, in chunks of ``chunk`` forecasts."""
+    x, y, _ = _observed(x, y)
+    M = x.shape[-2]
+    if fair and M < 2:
+        raise ValueError("the fair energy score needs at least 2 members")
+    lead = x.shape[:-2]
+    xf, yf = x.reshape(-1, M, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    out = np.empty(len(xf))
+    for lo in range(0, len(xf), chunk):
+        a, b = xf[lo:lo + chunk], yf[lo:lo + chunk]
+        skill = np.linalg.norm(a - b[:, None], axis=-1).mean(-1)
+        pair = np.linalg.norm(a[:, :, None] - a[:, None], axis=-1).sum((-1, -2))
+        out[lo:lo + chunk] = skill - pair / (2.0 * M * (M - 1 if fair else M))
+    return out.reshape(lead)
+
+
+def variogram_score(x: np.ndarray, y: np.ndarray, p: float = 0.5, weights: np.ndarray | None = None,
+                    chunk: int = 16) -> np.ndarray:
+    """Variogram score of order ``p`` (Scheuerer & Hamill 2015) of ensembles ``x`` ``(..., M, D)`` against ``y``
+    ``(..., D)``: ``sum_ij w_ij (|y_i - y_j|^p - mean_m |x_mi - x_mj|^p)^2`` over all ordered pairs (scoringrules'
+    convention; ``weights`` ``(D, D)``, default 1). It sees the dependence between variables that the energy
+    score is weakly sensitive to. Pairs with a missing observation are left out. Returns ``(...)``."""
+    x, y, ok = _observed(x, y)
+    M, D = x.shape[-2:]
+    w = np.ones((D, D)) if weights is None else np.asarray(weights, dtype=np.float64)
+    lead = x.shape[:-2]
+    xf, yf, okf = x.reshape(-1, M, D), y.reshape(-1, D), ok.reshape(-1, D)
+    out = np.empty(len(xf))
+    for lo in range(0, len(xf), chunk):
+        a, b, o = xf[lo:lo + chunk], yf[lo:lo + chunk], okf[lo:lo + chunk]
+        vx = (np.abs(a[:, :, :, None] - a[:, :, None, :]) ** p).mean(1)          # (n, D, D)
+        vy = np.abs(b[:, :, None] - b[:, None, :]) ** p
+        pairs = w * (o[:, :, None] & o[:, None, :])
+        out[lo:lo + chunk] = (pairs * (vy - vx) ** 2).sum((-1, -2))
+    return out.reshape(lead)
+
+
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int = 0) -> dict[str, float]:
     """Diebold-Mariano test of equal expected loss for two forecasts of the same targets (e.g. per-origin CRPS).
 

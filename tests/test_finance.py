@@ -27,7 +27,7 @@ from sciffusion.domains.finance import (
     to_frame,
 )
 from sciffusion.domains.finance.baselines import bootstrap_scenarios
-from sciffusion.domains.finance.features import summaries
+from sciffusion.domains.finance.features import feature_count, summaries
 from sciffusion.domains.finance.series import period_slice
 from sciffusion.tasks.outputs import open_output
 
@@ -203,8 +203,25 @@ def test_summaries_by_hand():
     np.testing.assert_allclose(f[2:4], w5.sum(0) / np.sqrt(5), rtol=1e-5)
     np.testing.assert_allclose(f[4:6], 0.5 * np.log((w5**2).mean(0)), rtol=1e-5)
     np.testing.assert_allclose(f[6], w20.sum() / np.sqrt(19), rtol=1e-5)
-    both = np.isfinite(g[20:80]).all(1)
-    np.testing.assert_allclose(f[-1], np.corrcoef(g[20:80][both].T)[0, 1], rtol=1e-5)
+    # dependence: each asset's correlation with the market (mean observed shock), and the average pairwise one
+    win = g[20:80]
+    m = np.nanmean(win, axis=1)
+    ok0 = np.isfinite(win[:, 0])
+    np.testing.assert_allclose(f[-3], np.corrcoef(win[ok0, 0], m[ok0])[0, 1], rtol=1e-5)
+    np.testing.assert_allclose(f[-2], np.corrcoef(win[:, 1], m)[0, 1], rtol=1e-5)
+    assert f.shape == (feature_count(2, 60),)
+
+
+def test_average_correlation_feature_matches_the_pairwise_mean():
+    rng = np.random.default_rng(5)
+    A, T = 12, 400
+    common = rng.standard_normal((T, 1))
+    g = 0.6 * common + 0.8 * rng.standard_normal((T, A))   # every pair correlated 0.36
+    f = summaries(g, np.zeros((T, A)), [T - 1], 250)[0]
+    c = np.corrcoef(g[-250:].T)
+    want = c[np.triu_indices(A, 1)].mean()
+    assert abs(f[-1] - want) < 0.01 and abs(want - 0.36) < 0.1
+    assert f.shape == (feature_count(A, 250),) and feature_count(500, 60) == 500 * 7 + 501
 
 
 def test_bootstrap_uses_only_the_past(prices):

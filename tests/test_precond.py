@@ -92,3 +92,21 @@ def test_bad_input_errors():
         den(x, torch.ones(3))
     with pytest.raises(ValueError, match="parameterization"):
         sf.Denoiser(torch.nn.Identity(), 1.0, "score")
+
+
+def test_towards_gaussian_blends_with_the_exact_base_denoiser():
+    """w = 0 is the exact denoiser of N(0, sigma_data^2), w = 1 the model, and between them a convex blend; the
+    blend of two Gaussian laws' exact denoisers is checked at many noise levels."""
+    from sciffusion.diffusion import GaussianDenoiser, TowardsGaussian
+
+    model = GaussianDenoiser(mean=0.0, std=2.0)  # sigma_data 2: the base is N(0, 4), the same law
+    other = GaussianDenoiser(mean=1.0, std=0.5)
+    other.sigma_data = 2.0  # declare a base N(0, 4) that differs from the model
+    x = torch.randn(64, 3, 5, generator=torch.Generator().manual_seed(0)) * 3
+    sigma = torch.logspace(-2, 1.5, 64)
+    base = GaussianDenoiser(0.0, 2.0)(x, sigma)
+    for w in (0.0, 0.3, 1.0):
+        got = TowardsGaussian(other, w)(x, sigma)
+        torch.testing.assert_close(got, base + w * (other(x, sigma) - base))
+    torch.testing.assert_close(TowardsGaussian(model, 0.4)(x, sigma), model(x, sigma))  # base == model: no change
+    assert TowardsGaussian(other, 0.0).sigma_data == 2.0

@@ -21,6 +21,7 @@ from .precond import (
     Denoiser,
     DenoiserWrapper,
     ScaledDenoiser,
+    TowardsGaussian,
     coefficients,
     declared_sigma_data,
     measure_sigma_data,
@@ -51,7 +52,7 @@ __all__ = [
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
     "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise",
     "derive_seed", "numpy_rng",
-    "DenoiserWrapper", "ScaledDenoiser", "declared_sigma_data", "check_options", "sampler_options",
+    "DenoiserWrapper", "ScaledDenoiser", "TowardsGaussian", "declared_sigma_data", "check_options", "sampler_options",
     "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
     "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
 ]

@@ -74,6 +74,30 @@ class DenoiserWrapper(nn.Module):
         return declared_sigma_data(self.denoiser)
 
 
+class TowardsGaussian(DenoiserWrapper):
+    """The denoiser shrunk towards the exact denoiser of the Gaussian base law N(0, sigma_data^2 I):
+
+        D_w(x; sigma) = D_G(x; sigma) + w (D(x; sigma) - D_G(x; sigma)),
+        D_G(x; sigma) = sigma_data^2 / (sigma^2 + sigma_data^2) x
+
+    ``w = 1`` is the model, ``w = 0`` the base law exactly (for a model trained on whitened residuals of a
+    statistical model, that statistical model), values between blend the two estimates of E[x0 | x]. A task that
+    starts from a base it must not do worse than picks ``w`` on validation data ("do no harm").
+    """
+
+    def __init__(self, denoiser: DenoiserFn, weight: float) -> None:
+        super().__init__(denoiser)
+        self.weight = float(weight)
+
+    def forward(self, x: Tensor, sigma: Tensor, **cond) -> Tensor:
+        sd2 = self.sigma_data ** 2
+        s = append_dims(as_sigma(sigma, x), x.ndim).to(x.dtype)
+        base = sd2 / (s * s + sd2) * x
+        if self.weight == 0.0:  # the base alone: no network call
+            return base
+        return base + self.weight * (self.denoiser(x, sigma, **cond) - base)
+
+
 def edm_c_noise(sigma: Tensor) -> Tensor:
     return torch.log(sigma.clamp_min(1e-20)) / 4
 

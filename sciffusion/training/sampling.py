@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..diffusion import declared_sigma_data, generators_from_seeds, karras_sigmas, sample
-from ..diffusion.precond import DenoiserFn
+from ..diffusion.precond import DenoiserFn, TowardsGaussian
 from ..diffusion.samplers import SAMPLERS, check_options, sampler_options, validate_sigmas
 
 # The sampler options a spec can hold (each is passed only when set, and only to a sampler that takes it).
@@ -51,6 +51,9 @@ class SamplingSpec:
     device: str = "auto"  # cpu, cuda, cuda:N or auto (cuda when available)
     precision: str = "auto"  # network precision: auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32
     inflation: float | None = None  # scale of each sample's deviation from the conditional mean (spread fix)
+    # weight w of the network against the exact Gaussian base law, D_G + w (D - D_G) (diffusion.TowardsGaussian):
+    # 1 = the model as trained, 0 = the base law; tasks with a statistical base choose it on validation data
+    net_weight: float = 1.0
     calibrate: bool = True  # training: choose the inflation on the validation split (tasks with a condition)
     calibration_members: int = 8  # training: members per validation sample when calibrating
 
@@ -68,6 +71,8 @@ class SamplingSpec:
             raise ValueError(f"sampling.batch_size must be >= 1; got {self.batch_size}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"sampling.precision must be auto, bf16 or fp32; got {self.precision!r}")
+        if not 0.0 <= self.net_weight <= 1.0:
+            raise ValueError(f"sampling.net_weight must be in [0, 1]; got {self.net_weight}")
         if self.inflation is not None and not self.inflation > 0:
             raise ValueError(f"sampling.inflation must be > 0; got {self.inflation}")
         check_options(self.sampler, self.set_options())
@@ -106,6 +111,10 @@ class SamplingSpec:
         if self.grid is not None:
             return torch.tensor(self.grid, dtype=torch.float64, device=device)
         return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho, device=device)
+
+    def shrink(self, denoiser: DenoiserFn) -> DenoiserFn:
+        """``denoiser`` with the spec's ``net_weight`` applied (itself at weight 1)."""
+        return denoiser if self.net_weight == 1.0 else TowardsGaussian(denoiser, self.net_weight)
 
     @property
     def sigma_start(self) -> float:
@@ -159,6 +168,7 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[i
     if cond is not None and len(cond) != n:
         raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
     device = spec.resolve_device(device)
+    denoiser = spec.shrink(denoiser)
     sigmas = spec.sigmas(device)
     options = spec.options(denoiser)
     chunks = range(0, n, spec.batch_size)

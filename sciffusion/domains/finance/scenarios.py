@@ -29,6 +29,7 @@ from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import SamplingSpec
 from .features import as_channels, feature_count, summaries
 from .garch import GarchT, correlation_factor, day_number
+from .selection import net_weight_selector
 from .series import log_returns, period_slice, read_table
 
 PCT = 100.0  # GARCH works in percent log returns
@@ -107,7 +108,7 @@ class Scenarios(Task):
     summary = "market scenario paths conditioned on recent history (prices CSV/parquet in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20,
-                 "val_days": 250, "batch_size": 64},
+                 "val_days": 250, "batch_size": 64, "select_net_weight": True, "selection_paths": 16},
         "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0, "cond_dropout": 0.1},
         "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
@@ -160,7 +161,20 @@ class Scenarios(Task):
         meta = {"assets": list(r.columns), "kind": d.get("kind", "prices"),
                 "train_period": [str(r.index[0].date()), str(r.index[-1].date())], "source": str(d["path"]),
                 "garch": {k: v.tolist() for k, v in vars(garch).items()}}
-        return run_training(config, dm, net, meta, model.state_dict())
+        select = None
+        n_windows = len(dm.val) if dm.val is not None else 0
+        if d.get("select_net_weight", True) and n_windows:  # do no harm: never worse on validation than CCC
+            val_ends = ends[len(ends) - n_windows:]
+            s2_val = s2[val_ends + 1]
+
+            def to_returns(z: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+                g_paths = model.colour(dm.normalizer.denormalize(z).numpy().astype(np.float64))
+                return model.paths(g_paths, s2_val[rows])[0]
+
+            y_val = np.stack([r.to_numpy()[e + 1:e + 1 + H] for e in val_ends])
+            select = net_weight_selector(cond[len(ends) - n_windows:], y_val, to_returns, config["sampling"],
+                                         int(config["seed"]), paths=int(d.get("selection_paths", 16)))
+        return run_training(config, dm, net, meta, model.state_dict(), select)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         s = config["scenarios"]
