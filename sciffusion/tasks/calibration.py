@@ -14,6 +14,14 @@ from ..training.module import DiffusionModule
 from ..training.sampling import SamplingSpec, conditional_mean, sample_batched
 
 
+def draw(module: DiffusionModule, shape: tuple[int, ...], seeds: list[int], spec: SamplingSpec,
+         cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Samples ``(len(seeds), *shape)`` from a model that is still training (no :class:`TrainedRun` exists yet),
+    on the module's device; the calibration hooks' one use of the sampling path."""
+    device = next(module.parameters()).device
+    return sample_batched(module.denoiser(), shape, seeds, spec, cond=cond, device=device)
+
+
 def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, seed: int,
                       max_items: int = 64) -> Callable[[DiffusionModule], dict[str, Any]]:
     """A ``calibrate(module)`` hook for :func:`~sciffusion.tasks.run_training`.
@@ -40,7 +48,7 @@ def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, see
         den = module.denoiser()
         # Keyed by (validation item, member): the same draws whatever the batch size.
         seeds = [derive_seed(seed, "calibration", i // members, i % members) for i in range(len(cond))]
-        z = sample_batched(den, x.shape[1:], seeds, spec, cond=cond, device=device)
+        z = draw(module, tuple(x.shape[1:]), seeds, spec, cond=cond)
         m = conditional_mean(den, x.shape[1:], cond, spec.sigma_start, spec, device=device)
         z, m = z.view(len(x), members, *x.shape[1:]), m.view(len(x), members, *x.shape[1:])
         ok = torch.isfinite(x)

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ...diffusion import derive_seed
+from ...tasks.calibration import draw
 from ...training.module import DiffusionModule
-from ...training.sampling import SamplingSpec, sample_batched
+from ...training.sampling import SamplingSpec
 from .joint import joint_scores
 
 NET_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -49,14 +50,12 @@ def net_weight_selector(cond: np.ndarray, y: np.ndarray, to_returns: Callable[[t
     def select(module: DiffusionModule) -> dict[str, Any]:
         if O == 0:
             return {}
-        device = next(module.parameters()).device
-        den = module.denoiser()
         rows = np.repeat(np.arange(O), paths)
         seeds = [derive_seed(seed, "net weight selection", int(o), p) for o in range(O) for p in range(paths)]
         c = torch.from_numpy(np.ascontiguousarray(cond[rows]))
         scores: dict[float, dict[str, float]] = {}
         for w in weights:
-            x = sample_batched(den, (A, H), seeds, spec.replace(net_weight=float(w)), cond=c, device=device)
+            x = draw(module, (A, H), seeds, spec.replace(net_weight=float(w)), cond=c)
             lr = to_returns(x.cpu(), rows).reshape(O, paths, A, H).transpose(0, 3, 1, 2)   # (O, H, P, A)
             scores[float(w)] = {k: float(np.nanmean(v)) for k, v in joint_scores(lr, y).items()}
         base = scores[min(scores)]
