@@ -268,13 +268,28 @@ def test_scenarios_end_to_end(tmp_path, prices, small_train):
     frame = to_frame(ds)
     assert len(frame) == 5 * 5 * 8 * 2 and {"date", "log_return", "price"} <= set(frame.columns)
     report = tmp_path / "report.json"
+    weights = tmp_path / "w.csv"
+    weights.write_text("asset,weight\nNASDAQ,0.3\nSP500,0.7\n")
     assert main(["evaluate", "scenarios", "--run", str(run), "--data", str(data), "--scenarios", str(out),
-                 "--long-days", "60", "--out", str(report), "--plots", str(tmp_path / "plots")]) == 0
+                 "--long-days", "60", "--out", str(report), "--plots", str(tmp_path / "plots"),
+                 "--weights", str(weights)]) == 0
     rep = json.loads(report.read_text())
-    assert set(rep["skill"]) == {"sciffusion", "gjr_t", "garch_t", "bootstrap"}
+    baselines = {"gjr_t", "garch_t", "tcop_gjr_t", "dcc_gjr_t", "fhs", "bootstrap"}
+    assert set(rep["skill"]) == {"sciffusion"} | baselines
     for m in rep["skill"].values():
         assert 0 < m["SP500"]["crps_1d"] < 0.05 and m["SP500"]["var99"]["n"] == 5
-    assert set(rep["versus"]) == {"gjr_t", "garch_t", "bootstrap"}
+    assert set(rep["versus"]) == baselines
+    joint = rep["joint"]
+    assert joint["weights"] == [0.7, 0.3] and set(joint["scores"]) == {"sciffusion"} | baselines
+    assert set(joint["versus"]) == baselines and joint["versus"]["gjr_t"]["energy_1d"]["n"] == 5
+    # the report's joint scores are joint_scores' on the file's scenarios and the data's returns
+    from sciffusion.domains.finance.joint import joint_scores
+    from sciffusion.domains.finance.report import truth_paths
+    r = np.log(prices.loc[:"2004-06-30"]).diff().iloc[1:]
+    y = truth_paths(r, r.index.get_indexer(pd.DatetimeIndex(ds["origin"].values)), 5)
+    ref = joint_scores(ds["log_return"].values.astype(np.float64), y, np.array([0.7, 0.3]))
+    assert joint["scores"]["sciffusion"]["portfolio_crps_hd"] == pytest.approx(np.nanmean(ref["portfolio_crps_hd"]))
+    assert joint["portfolio_var"]["fhs"]["1d_var99"]["n"] == 5
     dm = rep["versus"]["gjr_t"]["SP500"]["crps_1d"]
     assert dm["n"] == 5 and dm["mean_diff"] == pytest.approx(rep["skill"]["sciffusion"]["SP500"]["crps_1d"]
                                                              - rep["skill"]["gjr_t"]["SP500"]["crps_1d"])

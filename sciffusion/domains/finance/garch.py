@@ -72,14 +72,16 @@ class GarchT:
         lev = np.where(miss, 0.5, (e < 0).astype(np.float64))
         return self.omega + (self.alpha + self.gamma * lev) * e2 + self.beta * s2
 
-    def filter(self, r_pct: np.ndarray) -> np.ndarray:
+    def filter(self, r_pct: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
         """Conditional variances ``(T + 1, A)`` of returns ``(T, A)``: row ``t`` is ``sigma_t^2`` (known before day
-        ``t``), the last row the variance of the day after the data."""
+        ``t``), the last row the variance of the day after the data. The start is ``arch``'s: the backcast of the
+        returns less ``center`` (default their sample mean, as ``arch`` does on the fitting sample; pass ``mu``
+        where the data run past the fitting period, so no row's variance depends on later returns)."""
         r = np.asarray(r_pct, dtype=np.float64)
         e = r - self.mu
         s2 = np.empty((len(e) + 1, e.shape[1]))
-        # arch's start: the backcast of the sample-demeaned returns, pushed through one step of the recursion.
-        s2[0] = self.omega + (self.alpha + self.gamma / 2 + self.beta) * backcast(r - np.nanmean(r, axis=0))
+        c = np.nanmean(r, axis=0) if center is None else center
+        s2[0] = self.omega + (self.alpha + self.gamma / 2 + self.beta) * backcast(r - c)
         for t in range(len(e)):
             s2[t + 1] = self.next_variance(e[t], s2[t])
         return s2

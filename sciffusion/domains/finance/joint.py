@@ -10,7 +10,13 @@ tests can compare methods origin by origin.
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 
 from ...metrics import crps_ensemble_np, energy_score, variogram_score
 
@@ -34,6 +40,50 @@ def check_weights(weights: np.ndarray | None, assets: int) -> np.ndarray:
     if abs(w.sum() - 1.0) > 1e-6:
         raise ValueError(f"portfolio weights must sum to 1; they sum to {w.sum():.6g}")
     return w
+
+
+def read_weights(source: str | os.PathLike | dict[str, float] | None, assets: Sequence[str]) -> np.ndarray:
+    """Portfolio weights from a CSV (``asset,weight`` rows, a header optional) or a JSON ``{asset: weight}`` file,
+    or a dict; every asset of the scenarios must have one and they must sum to 1. None: equal weights."""
+    if source is None:
+        return check_weights(None, len(assets))
+    if isinstance(source, dict):
+        given = {str(k): float(v) for k, v in source.items()}
+    else:
+        path = pathlib.Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        if path.suffix.lower() == ".json":
+            given = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        else:
+            table = pd.read_csv(path, header=None, names=["asset", "weight"], comment="#", skipinitialspace=True)
+            if len(table) and not _is_number(table["weight"].iloc[0]):
+                table = table.iloc[1:]  # a header row
+            try:
+                given = {str(a).strip(): float(w) for a, w in zip(table["asset"], table["weight"])}
+            except ValueError as e:
+                raise ValueError(f"{path}: a weight is not a number ({e})") from None
+    missing, extra = [a for a in assets if a not in given], [a for a in given if a not in assets]
+    if missing or extra:
+        raise ValueError(f"portfolio weights must name every asset of the scenarios exactly: "
+                         f"{'missing ' + ', '.join(missing[:5]) if missing else ''}"
+                         f"{'; ' if missing and extra else ''}{'unknown ' + ', '.join(extra[:5]) if extra else ''}")
+    return check_weights(np.array([given[a] for a in assets]), len(assets))
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(str(v))
+    except ValueError:
+        return False
+    return True
+
+
+def co_movement(x: np.ndarray, levels: np.ndarray, counts: Sequence[int]) -> dict[str, float]:
+    """Lower-tail co-movement of daily returns ``x`` ``(N, A)``: the share of days on which at least k assets fall
+    below their own ``levels`` ``(A,)`` (e.g. each asset's 5% quantile), for each k in ``counts``."""
+    below = (x < levels).sum(-1)
+    return {str(k): float((below >= k).mean()) for k in counts}
 
 
 def _crps_or_nan(x: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -115,7 +115,7 @@ class Scenarios(Task):
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "batch_size": 4096},
         "scenarios": {"origins": None, "every": 1, "paths": 200},
-        "evaluate": {"long_days": 1000, "long_paths": 16},
+        "evaluate": {"long_days": 1000, "long_paths": 16, "weights": None},
     }
     train_flags = TABLE_FLAGS + (
         Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
@@ -131,6 +131,9 @@ class Scenarios(Task):
     evaluate_flags = (
         Flag("--scenarios", "evaluate.scenarios", "scenario file written by 'sciffusion scenarios'"),
         Flag("--long-days", "evaluate.long_days", "length of the long simulated paths for the stylized facts", int),
+        Flag("--weights", "evaluate.weights",
+             "portfolio weights for the joint scores and VaR backtests: CSV of asset,weight rows or JSON "
+             "{asset: weight} (default: equal weights)"),
     )
     required_evaluate = ("evaluate.scenarios", "data.path", "run")
 
@@ -191,7 +194,7 @@ class Scenarios(Task):
         report = risk_report(scen, config["data"]["path"], config["run"], seed=recorded_seed(scen.attrs,
                                                                                              config.get("seed")),
                              long_days=int(e.get("long_days", 1000)), long_paths=int(e.get("long_paths", 16)),
-                             plots=e.get("plots"))
+                             plots=e.get("plots"), weights=e.get("weights"))
         return report_scores(report, format_report(report), config.get("out"))
 
 
