@@ -44,12 +44,41 @@ def test_read_table_rules(tmp_path, prices):
     swapped = prices.iloc[[0, 2, 1, 3]]
     with pytest.raises(ValueError, match="not increasing"):
         read_table(swapped)
-    with pytest.raises(ValueError, match="duplicates"):
+    with pytest.raises(ValueError, match=f"the date {prices.index[1].date()} appears twice"):
         read_table(prices.iloc[[0, 1, 1, 2]])
     with pytest.raises(ValueError, match=r"asset\(s\) \['DAX'\]"):
         read_table(prices, ["DAX"])
     with pytest.raises(FileNotFoundError):
         read_table(tmp_path / "none.csv")
+
+
+def test_long_tables_and_parquet_read_as_the_wide_table(tmp_path, prices):
+    wide = prices.iloc[:40]
+    long = wide.rename_axis("Date").reset_index().melt(id_vars="Date", var_name="Ticker", value_name="Adj Close")
+    long["Volume"] = 1e6                                   # other columns of a vendor download are ignored
+    long = long.sample(frac=1.0, random_state=0)           # any row order
+    expected = read_table(wide)[["NASDAQ", "SP500"]]      # a long table's assets come sorted (any row order)
+    for path in (tmp_path / "long.csv", tmp_path / "long.parquet"):
+        long.to_csv(path, index=False) if path.suffix == ".csv" else long.to_parquet(path, index=False)
+        pd.testing.assert_frame_equal(read_table(path), expected, check_freq=False, check_names=False)
+    wide.to_parquet(tmp_path / "wide.parquet")             # the DatetimeIndex kept by parquet
+    pd.testing.assert_frame_equal(read_table(tmp_path / "wide.parquet"), read_table(wide), check_freq=False,
+                                  check_names=False)
+    one = long[long["Ticker"] == "SP500"]                  # one asset in long form is still long
+    assert list(read_table(one).columns) == ["SP500"]
+    both = long.assign(ret=0.01)
+    assert (read_table(both, kind="returns") == 0.01).all().all()           # kind picks the value column
+    assert read_table(both, value="ret").equals(read_table(both, kind="returns"))
+    pd.testing.assert_frame_equal(read_table(both), expected, check_freq=False, check_names=False)
+    day = wide.index[2]
+    with pytest.raises(ValueError, match=f"asset 'SP500' has two rows on {day.date()}"):
+        read_table(pd.concat([long, long[(long["Ticker"] == "SP500") & (long["Date"] == day)]]))
+    two = long.rename(columns={"Adj Close": "x", "Volume": "y"})
+    with pytest.raises(ValueError, match=r"which column holds the prices\? found \['x', 'y'\]; call it e.g. adj_close"):
+        read_table(two)
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ValueError, match="not a readable parquet file"):
+        read_table(tmp_path / "bad.parquet")
 
 
 def test_log_returns_mask_not_fill(prices):

@@ -43,7 +43,10 @@ class GarchT:
         for col in r_pct.columns:
             y = r_pct[col].dropna()
             if len(y) < 250:
-                raise ValueError(f"{col}: {len(y)} returns in the fitting period; GARCH needs at least 250")
+                dated = len(y) and hasattr(y.index[0], "date")
+                span = f" ({y.index[0].date()} to {y.index[-1].date()})" if dated else ""
+                raise ValueError(f"asset {col!r} has {len(y)} returns in the training period{span}; GARCH needs at "
+                                 "least 250: lengthen the training period or leave the asset out (--assets)")
             res = arch_model(y, mean="Constant", vol="GARCH", p=1, o=int(asymmetric), q=1, dist="t",
                              rescale=False).fit(disp="off")
             p = res.params
@@ -128,11 +131,16 @@ class GarchT:
 
 
 def backcast(e: np.ndarray, tau: int = 75) -> np.ndarray:
-    """``arch``'s starting variance: the 0.94-exponentially weighted mean of the first ``tau`` squared residuals
-    (per column, missing ones left out)."""
-    head = e[:tau]
-    w = np.where(np.isnan(head), 0.0, (0.94 ** np.arange(len(head)))[:, None])
-    return (np.nan_to_num(head) ** 2 * w).sum(0) / w.sum(0)
+    """``arch``'s starting variance: the 0.94-exponentially weighted mean of the first ``tau`` observed squared
+    residuals of each column (an asset that lists late starts from its own first days, not from NaN)."""
+    out = np.empty(e.shape[1])
+    for a in range(e.shape[1]):
+        head = e[:, a][np.isfinite(e[:, a])][:tau]
+        if len(head) == 0:
+            raise ValueError(f"column {a} has no observed returns")
+        w = 0.94 ** np.arange(len(head))
+        out[a] = (head**2 * w).sum() / w.sum()
+    return out
 
 
 def correlation_factor(g: np.ndarray) -> np.ndarray:
