@@ -10,6 +10,7 @@ the shape of joint tails and what the GARCH misses.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from ...diffusion import derive_seed
+from ...diffusion import KnownCombinations, combination_constraints, derive_seed
+from ...diffusion.precond import DenoiserFn
 from ...tasks.base import Flag, Task, register, run_training
 from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.data import DiffusionDataModule
@@ -29,6 +31,7 @@ from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import SamplingSpec
 from .features import as_channels, feature_count, summaries
 from .garch import GarchT, correlation_factor, day_number
+from .given import given_shocks, parse_given, whitened_constraints
 from .selection import net_weight_selector
 from .series import log_returns, period_slice, read_table
 
@@ -47,8 +50,24 @@ class ShockModel:
 
     def whiten(self, g: np.ndarray) -> np.ndarray:
         """Shocks ``(N, A, H)`` -> the model's target ``L^-1 g``: N(0, I) under the constant-correlation GARCH, so
-        the network (zero-initialised: it starts as the exact denoiser of N(0, I)) learns only what that misses."""
-        return np.linalg.solve(self.chol, g.reshape(len(g), g.shape[1], -1)).reshape(g.shape)
+        the network (zero-initialised: it starts as the exact denoiser of N(0, I)) learns only what that misses.
+
+        A day with missing assets (one that lists late, a holiday) is whitened over the assets it has, with the
+        Cholesky factor of their own correlation block, and keeps NaN for the rest: ``L^-1`` of the whole vector
+        would spread one missing asset to every later one."""
+        A = g.shape[1]
+        v = np.moveaxis(g, 1, -1).reshape(-1, A)                     # (N * H, A) day vectors
+        out = np.full_like(v, np.nan)
+        seen = np.isfinite(v)
+        patterns, which = np.unique(seen, axis=0, return_inverse=True)
+        R = self.chol @ self.chol.T
+        for i, obs in enumerate(patterns):
+            if not obs.any():
+                continue
+            rows = which.ravel() == i
+            L = self.chol if obs.all() else np.linalg.cholesky(R[np.ix_(obs, obs)])
+            out[np.ix_(rows, obs)] = np.linalg.solve(L, v[np.ix_(rows, obs)].T).T
+        return np.moveaxis(out.reshape(len(g), -1, A), -1, 1)
 
     def colour(self, w: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`whiten`. Samples are clipped at +-6 first: a rare far-out draw of the sampler would
@@ -83,7 +102,9 @@ class ShockModel:
 def read_returns(data: str | os.PathLike | pd.DataFrame, kind: str = "prices",
                  assets: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(log returns, prices or None) from a table of ``kind`` ``prices`` or ``returns`` (log returns, fractions)."""
-    table = read_table(data, assets)
+    if kind not in ("prices", "returns"):
+        raise ValueError(f"kind must be 'prices' or 'returns'; got {kind!r}")
+    table = read_table(data, assets, kind=kind)
     if kind == "prices":
         return log_returns(table), table
     if kind == "returns":
@@ -114,7 +135,7 @@ class Scenarios(Task):
         "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "batch_size": 4096},
-        "scenarios": {"origins": None, "every": 1, "paths": 200},
+        "scenarios": {"origins": None, "every": 1, "paths": 200, "given": None},
         "evaluate": {"long_days": 1000, "long_paths": 16, "weights": None},
     }
     train_flags = TABLE_FLAGS + (
@@ -126,6 +147,8 @@ class Scenarios(Task):
         Flag("--origins", "scenarios.origins", "origin dates, e.g. 2015-01-02/2018-12-31 (default: the last day)"),
         Flag("--every", "scenarios.every", "take every k-th trading day of the origin period", int),
         Flag("--paths", "scenarios.paths", "paths per origin", int),
+        Flag("--given", "scenarios.given", "fix assets' log returns on days 1..k: ASSET=r1,r2,... or "
+             "ASSET:DAYS=TOTAL (spread evenly) or a CSV of asset,day,log_return", str, nargs="+"),
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (
@@ -183,7 +206,7 @@ class Scenarios(Task):
         s = config["scenarios"]
         ds = scenarios(config["run"], config["data"]["path"], origins=s.get("origins"), every=int(s.get("every", 1)),
                        paths=int(s["paths"]), seed=int(config["seed"]), sampling=config.get("sampling", {}),
-                       progress=True)
+                       progress=True, given=s.get("given"))
         return write_netcdf(ds, config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
@@ -230,12 +253,14 @@ def _origin_rows(index: pd.DatetimeIndex, origins: str | Sequence | None, every:
 
 def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.DataFrame, *,
               origins: str | Sequence | None = None, every: int = 1, paths: int = 200, seed: int = 0,
-              sampling: dict[str, Any] | None = None, progress: bool = False) -> xr.Dataset:
+              sampling: dict[str, Any] | None = None, progress: bool = False,
+              given: str | Sequence[str] | dict[str, Sequence[float]] | None = None) -> xr.Dataset:
     """Scenario paths from every origin: ``log_return`` and ``price`` ``(origin, horizon, path, asset)``.
 
     ``data`` holds prices (or returns, as the run was trained) up to each origin; ``origins`` is a period
     (``"2015-01-02/2018-12-31"``; every ``every``-th trading day in it), a list of dates, or None (the last day).
-    All origins x paths go through the sampler in large batches.
+    All origins x paths go through the sampler in large batches. ``given`` fixes some assets' log returns on the
+    first days of every path and samples the rest jointly with them (a stress scenario; see :mod:`.given`).
     """
     run = load_trained(run, task="scenarios")
     spec = run.sampling_spec(sampling)
@@ -246,14 +271,31 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     g, s2_next, log_vol = model.shocks(r.to_numpy())
     cond = torch.from_numpy(model.cond(g, log_vol, rows)).repeat_interleave(paths, dim=0)
     A, H = len(assets), model.horizon
+    fixed = parse_given(given, assets, H)
+    wrap, per_sample = None, None
+    if fixed:
+        spec = spec.replace(inflation=None)  # inflation would move the paths off what is given
+        g_known = given_shocks(model.garch, fixed, assets, s2_next[rows], H)
+        norm = run.normalizer
+        C, y = whitened_constraints(g_known, model.chol, norm.mean.numpy(), norm.std.numpy())
+        rotation, known, mask = combination_constraints(C, y)
+        per_sample = {"known": known.repeat_interleave(paths, dim=0)}
+
+        def wrap(d: DenoiserFn) -> DenoiserFn:
+            return KnownCombinations(d, rotation, known[:1], mask)
     x = run.sample((A, H), path_seeds(seed, day_number(r.index[rows]), paths), cond=cond, sampling=spec,
-                   progress=progress, desc="scenarios")
+                   progress=progress, desc="scenarios", wrap=wrap, per_sample=per_sample)
     g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
     lr, _ = model.paths(g_paths, np.repeat(s2_next[rows], paths, axis=0))
     lr = lr.reshape(len(rows), paths, A, H).transpose(0, 3, 1, 2)  # (origin, horizon, path, asset)
+    for a, v in fixed.items():  # exactly as given (the sampled ones match to float32 rounding)
+        lr[:, :len(v), :, assets.index(a)] = v[None, :, None]
     last = (prices.reindex(r.index).to_numpy()[rows] if prices is not None else np.ones((len(rows), A)))
-    return to_dataset(lr, r.index, rows, last, assets, kind, run.metadata, seed,
-                      sigma_next=np.sqrt(s2_next[rows]) / PCT, spec=spec)
+    ds = to_dataset(lr, r.index, rows, last, assets, kind, run.metadata, seed,
+                    sigma_next=np.sqrt(s2_next[rows]) / PCT, spec=spec)
+    if fixed:
+        ds.attrs["given"] = json.dumps({a: v.tolist() for a, v in fixed.items()})
+    return ds
 
 
 def to_dataset(lr: np.ndarray, index: pd.DatetimeIndex, rows: np.ndarray, last_price: np.ndarray,
