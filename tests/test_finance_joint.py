@@ -185,3 +185,78 @@ def test_dcc_baseline_follows_the_correlation_regime(panel):
     sc = base.scenarios(r, np.concatenate(rows), 400, 1, seed=0)[:, 0]                     # (20, P, A)
     corr = np.array([np.corrcoef(s.T)[np.triu_indices(4, 1)].mean() for s in sc])
     assert corr[10:].mean() > corr[:10].mean() + 0.08
+
+
+# --- scenarios given part of the path -------------------------------------------------------------------------
+
+def test_given_scenarios_hold_the_given_days_and_draw_the_rest_from_the_exact_conditional(tmp_path, prices,
+                                                                                          small_train, capsys):
+    from sciffusion.cli import main
+    from sciffusion.diffusion import declared_sigma_data
+    from sciffusion.domains.finance import scenarios
+    from sciffusion.domains.finance.garch import GarchT
+    from sciffusion.tasks.outputs import open_output
+    from sciffusion.training.fit import load_trained
+
+    data = tmp_path / "prices.csv"
+    prices.loc[:"2004-06-30"].to_csv(data)
+    run = tmp_path / "run"
+    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
+                 "--horizon", "5", "--max-steps", "2", "--out", str(run), *small_train]) == 0
+    # The base law (net_weight 0) is Gaussian in the model's coordinates, so the conditional is closed form.
+    ds = scenarios(run, data, origins=["2004-03-01"], paths=4000, sampling={"net_weight": 0.0},
+                   given=["SP500:2=-0.06"])
+    lr = ds["log_return"].values.astype(np.float64)                   # (1, H, P, A)
+    assert (lr[0, :2, :, 0] == np.float32(-0.03)).all() and np.isfinite(lr).all()   # the file stores float32
+    t = load_trained(run)
+    s = {k: v.numpy() for k, v in t.state.items()}
+    garch, L = GarchT.from_state(s), s["chol"]
+    sd = declared_sigma_data(t.denoiser())
+    mean, std = t.normalizer.mean.numpy(), t.normalizer.std.numpy()
+    mu_g, cov_g = L @ mean, L @ np.diag((std * sd) ** 2) @ L.T              # law of day 1's g under the base
+    sigma1 = ds["garch_sigma"].values[0] * 100                               # (A,) next-day GARCH sd, percent
+    g_given = garch.to_normal(((-0.03 * 100 - garch.mu) / sigma1)[None], axis=-1)[0, 0]
+    cond_mean = mu_g[1] + cov_g[1, 0] / cov_g[0, 0] * (g_given - mu_g[0])
+    cond_sd = np.sqrt(cov_g[1, 1] - cov_g[1, 0] ** 2 / cov_g[0, 0])
+    g_nasdaq = garch.to_normal(((lr[0, 0, :, 1] * 100 - garch.mu[1]) / sigma1[1])[:, None], axis=-1)[:, 1]
+    assert abs(g_nasdaq.mean() - cond_mean) < 4 * cond_sd / np.sqrt(4000)
+    assert g_nasdaq.std() == pytest.approx(cond_sd, rel=0.06)
+    assert cond_mean < -1.0                                                  # the index fell: so does NASDAQ
+    # through the CLI, with the given recorded in the file; bad givens are one-line errors
+    out = tmp_path / "stress.nc"
+    assert main(["scenarios", "--run", str(run), "--data", str(data), "--origins", "2004-03-01/2004-03-05",
+                 "--paths", "8", "--steps", "4", "--given", "NASDAQ=-0.02,-0.01", "--out", str(out)]) == 0
+    f = open_output(out, "scenarios")
+    assert json.loads(f.attrs["given"]) == {"NASDAQ": [-0.02, -0.01]}
+    given = f["log_return"].sel(asset="NASDAQ").isel(horizon=[0, 1]).values
+    assert (given == np.array([-0.02, -0.01], dtype=np.float32)[None, :, None]).all()
+    for bad, msg in ((["DAX=-0.1"], "given asset 'DAX' is not an asset"),
+                     (["SP500=" + ",".join(["-0.01"] * 6)], "6 days; give 1 to 5"),
+                     (["SP500:x=-0.1"], "expected ASSET=r1,r2")):
+        capsys.readouterr()
+        assert main(["scenarios", "--run", str(run), "--data", str(data), "--paths", "2", "--given", *bad,
+                     "--out", str(tmp_path / "x.nc")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_asset_that_lists_late_trains_or_is_named(tmp_path, small_train, capsys):
+    from sciffusion.cli import main
+    from sciffusion.domains.finance import scenarios
+
+    prices, _ = regime_panel(3, 1300, seed=2, late_start={2: 300})
+    data = tmp_path / "late.csv"
+    prices.to_csv(data)
+    run = tmp_path / "run"
+    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2008-12-31", "--context", "20",
+                 "--horizon", "5", "--max-steps", "2", "--out", str(run), *small_train]) == 0
+    ds = scenarios(run, data, origins=["2009-06-01"], paths=16)
+    assert np.isfinite(ds["log_return"].values).all() and ds.sizes["asset"] == 3
+    short = tmp_path / "short.csv"
+    prices.iloc[:900].assign(S02=lambda d: d["S02"].where(d.index > d.index[800])).to_csv(short)
+    capsys.readouterr()
+    assert main(["train", "scenarios", "--data", str(short), "--context", "20", "--horizon", "5", "--max-steps",
+                 "1", "--out", str(tmp_path / "r2"), *small_train]) == 2
+    err = capsys.readouterr().err
+    first = prices.index[802].date()
+    assert "asset 'S02' has" in err and f"({first} to" in err and len(err.strip().splitlines()) == 1

@@ -106,3 +106,50 @@ def test_coarse_noise_is_unit_variance_and_smooth(shape):
     # neighbours are strongly correlated, unlike white noise
     a, b = z.narrow(-1, 0, shape[-1] - 1).flatten(), z.narrow(-1, 1, shape[-1] - 1).flatten()
     assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.7
+
+
+# --- known linear combinations (given portfolio/asset values in whitened coordinates) ---------------------------
+
+def _combinations(n):
+    # x ~ N(0, I) per position (channels 4, length 3); day 0: two combinations known, day 1: one, day 2: none.
+    g = torch.Generator().manual_seed(0)
+    C = [torch.randn(2, 4, generator=g, dtype=torch.float64), torch.randn(1, 4, generator=g, dtype=torch.float64),
+         None]
+    y = torch.zeros(n, 2, 3, dtype=torch.float64)
+    y[:, :2, 0], y[:, 0, 1] = torch.tensor([1.0, -0.5]), 0.7
+    rotation, known, mask = sf.combination_constraints(C, y)
+    return C, y, sf.KnownCombinations(GaussianDenoiser(), rotation, known[:1], mask), known
+
+
+@pytest.mark.parametrize("sampler, kw", [("dpmpp_2m", {"sigma_data": 1.0}), ("dpmpp_2m", {}), ("heun", {}),
+                                         ("euler", {}), ("ddpm", {})])
+def test_known_combinations_hold_exactly_for_every_sampler(sampler, kw):
+    C, y, wrapped, known = _combinations(50)
+    x = sf.sample(wrapped, (50, 4, 3), sf.karras_sigmas(12, 0.01, 40.0), sampler=sampler,
+                  generator=torch.Generator().manual_seed(1), dtype=torch.float64, extra_args={"known": known}, **kw)
+    torch.testing.assert_close(torch.einsum("kc,nc->nk", C[0], x[:, :, 0]), y[:, :2, 0], atol=1e-7, rtol=0)
+    torch.testing.assert_close(x[:, :, 1] @ C[1][0], y[:, 0, 1], atol=1e-7, rtol=0)
+
+
+def test_known_combinations_give_the_exact_gaussian_conditional():
+    # The conditional law given C x = y is N(C'(CC')^-1 y, I - C'(CC')^-1 C), in closed form. The free rotated
+    # coordinates are independent of the known ones, so the replacement is exact; the solver's own error is removed
+    # by integrating the Gaussian part exactly (dpmpp_2m with sigma_data), so what is left is Monte Carlo noise.
+    n = 20000
+    C, y, wrapped, known = _combinations(n)
+    x = sf.sample(wrapped, (n, 4, 3), sf.karras_sigmas(12, 0.01, 40.0), sampler="dpmpp_2m", sigma_data=1.0,
+                  generator=torch.Generator().manual_seed(1), dtype=torch.float64, extra_args={"known": known})
+    for day, (c, t) in enumerate([(C[0], torch.tensor([1.0, -0.5], dtype=torch.float64)),
+                                  (C[1], torch.tensor([0.7], dtype=torch.float64))]):
+        P = c.T @ torch.linalg.solve(c @ c.T, torch.eye(len(c), dtype=torch.float64))
+        mean, cov = P @ t, torch.eye(4, dtype=torch.float64) - P @ c
+        z = x[:, :, day]
+        assert (z.mean(0) - mean).abs().max() < 0.03                  # SE 0.007
+        assert (torch.cov(z.T) - cov).abs().max() < 0.04              # SE <= 0.01
+    assert (x[:, :, 2].mean(0).abs() < 0.03).all() and ((x[:, :, 2].var(0) - 1).abs() < 0.04).all()
+
+
+def test_known_combinations_refuse_dependent_rows():
+    c = torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="not independent"):
+        sf.combination_constraints([c], torch.zeros(1, 2, 1))

@@ -1,7 +1,14 @@
 """Layer 1, the maths: domain-agnostic and rank-agnostic (``(batch, channels, *spatial)``, 1-3 spatial dims)."""
 
 from .exact import GaussianDenoiser, GaussianMixtureDenoiser, ring_mixture
-from .guidance import ClassifierFreeGuidance, KnownValues, concat_condition, initial_state
+from .guidance import (
+    ClassifierFreeGuidance,
+    KnownCombinations,
+    KnownValues,
+    combination_constraints,
+    concat_condition,
+    initial_state,
+)
 from .likelihood import denoising_nll
 from .loss import DiffusionLoss, loss_weight
 from .noise import (
@@ -49,7 +56,8 @@ __all__ = [
     "EDM", "VE", "VP", "Fixed", "NoiseProcess", "alpha_bar_to_sigma", "karras_sigmas", "logsnr_to_sigma",
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
-    "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "concat_condition", "initial_state",
+    "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "KnownCombinations",
+    "combination_constraints", "concat_condition", "initial_state",
     "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise",
     "derive_seed", "numpy_rng",
     "DenoiserWrapper", "ScaledDenoiser", "TowardsGaussian", "declared_sigma_data", "check_options", "sampler_options",

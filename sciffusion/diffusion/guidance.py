@@ -5,6 +5,8 @@ Both wrap a denoiser and are denoisers themselves, so every sampler uses them un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -78,6 +80,76 @@ class KnownValues(DenoiserWrapper):
         else:
             D = self.denoiser(x, sigma, **cond)
         return torch.where(self.mask, known, D)
+
+
+class KnownCombinations(DenoiserWrapper):
+    """Keep known linear combinations of the channels at each position: ``C_p x_p = y_p`` for the channel vector
+    ``x_p`` of every spatial position ``p`` (a scenario's given portfolio returns, one asset's shock seen through a
+    whitening).
+
+    Each ``C_p`` is ``(k_p, C)`` of full row rank. With its SVD ``C_p = U S V'``, the constraint says that the ``k_p``
+    coordinates ``V' x_p`` equal ``S^-1 U' y_p``. The wrapper turns the denoised estimate into those rotated
+    coordinates ``Q_p = [V, V_perp]'``, replaces the constrained ones (as :class:`KnownValues` does with
+    ``mode="replace"``) and turns it back. The noise of the diffusion is isotropic, so the rotated process is the
+    same diffusion; every sampler therefore lands exactly on the constraint at sigma 0, and for data with
+    independent rotated coordinates (N(0, I), the whitened base law of a scenario model) the free part's law is the
+    exact conditional one.
+
+    ``rotation`` ``(*spatial, C, C)``: the ``Q_p``; ``known`` ``(B, C, *spatial)``: the rotated targets in the first
+    ``k_p`` channels (anything elsewhere); ``mask`` ``(C, *spatial)``: True on those channels. Build the three with
+    :func:`combination_constraints`. ``known`` may instead come with each call as the keyword ``known`` (a batch's
+    rows: ``per_sample`` of the sampling path), so the sampler's batches need not be known in advance.
+    """
+
+    def __init__(self, denoiser: DenoiserFn, rotation: Tensor, known: Tensor, mask: Tensor) -> None:
+        super().__init__(denoiser)
+        check_batch(known, "known")
+        C, spatial = mask.shape[0], tuple(mask.shape[1:])
+        if tuple(rotation.shape) != (*spatial, C, C):
+            raise ValueError(f"rotation must be {(*spatial, C, C)}; got {tuple(rotation.shape)}")
+        if tuple(mask.shape) != (C, *spatial):
+            raise ValueError(f"mask must be {(C, *spatial)}; got {tuple(mask.shape)}")
+        self.rotation, self.known, self.mask = rotation, torch.nan_to_num(known), mask.to(torch.bool)
+
+    def _turn(self, x: Tensor, back: bool) -> Tensor:
+        """``Q x`` (or ``Q' x`` when ``back``) per position; channels are dim 1."""
+        q = self.rotation.to(x)
+        xc = x.movedim(1, -1).unsqueeze(-1)                                  # (B, *spatial, C, 1)
+        out = (q.transpose(-1, -2) if back else q) @ xc
+        return out.squeeze(-1).movedim(-1, 1)
+
+    def forward(self, x: Tensor, sigma: Tensor, known: Tensor | None = None, **cond) -> Tensor:
+        known = self.known if known is None else torch.nan_to_num(known)
+        if x.shape != known.shape:
+            raise ValueError(f"x shape {tuple(x.shape)} does not match known values {tuple(known.shape)}")
+        d = self._turn(self.denoiser(x, sigma, **cond), back=False)
+        return self._turn(torch.where(self.mask.to(x.device), known.to(x), d), back=True)
+
+
+def combination_constraints(C: Sequence[Tensor | None], y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(rotation, known, mask) for :class:`KnownCombinations` on a 1-D axis of length ``L``: ``C[l]`` ``(k_l, C)``
+    (or None: nothing known at position ``l``) and ``y`` ``(B, K, L)`` the targets, row ``j`` of ``C[l]`` in
+    ``y[:, j, l]`` (K >= every k_l). float64 throughout (the SVD of an ill-conditioned ``C`` loses digits in
+    float32)."""
+    L = len(C)
+    n = next(c.shape[1] for c in C if c is not None) if any(c is not None for c in C) else None
+    if n is None:
+        raise ValueError("combination_constraints: nothing is known")
+    rotation = torch.eye(n, dtype=torch.float64).repeat(L, 1, 1)
+    known = torch.zeros((y.shape[0], n, L), dtype=torch.float64)
+    mask = torch.zeros((n, L), dtype=torch.bool)
+    for ell, c in enumerate(C):
+        if c is None or len(c) == 0:
+            continue
+        c = c.to(torch.float64)
+        k = c.shape[0]
+        U, S, Vh = torch.linalg.svd(c, full_matrices=True)
+        if S[-1] <= 1e-10 * S[0]:
+            raise ValueError(f"the known combinations at position {ell} are not independent (rank < {k})")
+        rotation[ell] = Vh                                                   # rows: V' (k) then V_perp'
+        known[:, :k, ell] = (y[:, :k, ell].to(torch.float64) @ U) / S        # S^-1 U' y, for each batch row
+        mask[:k, ell] = True
+    return rotation, known, mask
 
 
 def initial_state(known: Tensor, mask: Tensor, noise: Tensor, sigma: float) -> Tensor:

@@ -180,20 +180,22 @@ class TrainedRun:
     def sample(self, shape: Sequence[int], seeds: Sequence[int], *, cond: torch.Tensor | None = None,
                sampling: Mapping[str, Any] | SamplingSpec | None = None,
                wrap: Callable[[DenoiserFn], DenoiserFn] | None = None, device: torch.device | str | None = None,
-               progress: bool = False, desc: str = "sampling") -> torch.Tensor:
+               progress: bool = False, desc: str = "sampling",
+               per_sample: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Draw ``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``) with the run's EMA
         denoiser: the one sampling path every task uses (:func:`~sciffusion.training.sampling.sample_batched`).
 
         ``seeds`` come from :func:`~sciffusion.derive_seed` (one per sample, keyed by what the sample is);
         ``cond`` is ``(n, C_cond, *spatial)``; ``sampling`` overrides the run's settings; ``wrap`` turns the
-        denoiser into another one (tiling, guidance, known values) that declares the same ``sigma_data``. The run
-        is moved to the device first. Returns fp32 ``(n, C, *spatial)`` on the device.
+        denoiser into another one (tiling, guidance, known values) that declares the same ``sigma_data``, and
+        ``per_sample`` holds tensors ``(n, ...)`` that reach it sliced like ``cond`` (a sample's known values). The
+        run is moved to the device first. Returns fp32 ``(n, C, *spatial)`` on the device.
         """
         spec = self.sampling_spec(sampling)
         device = spec.resolve_device(device)
         self.to(device)
-        den = self.denoiser() if wrap is None else wrap(self.denoiser())
-        return sample_batched(den, shape, seeds, spec, cond=cond, device=device, progress=progress, desc=desc)
+        return sample_batched(self.denoiser(), shape, seeds, spec, cond=cond, device=device, progress=progress,
+                              desc=desc, wrap=wrap, per_sample=per_sample)
 
 
 def load_trained(run_dir: str | os.PathLike | TrainedRun, task: str | None = None) -> TrainedRun:

@@ -9,7 +9,7 @@ model is still training (calibration).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +149,8 @@ def network_autocast(device: torch.device) -> Any:
 
 def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[int], spec: SamplingSpec, *,
                    cond: Tensor | None = None, device: torch.device | str | None = None, progress: bool = False,
-                   desc: str = "sampling") -> Tensor:
+                   desc: str = "sampling", wrap: Callable[[DenoiserFn], DenoiserFn] | None = None,
+                   per_sample: Mapping[str, Tensor] | None = None) -> Tensor:
     """``len(seeds)`` samples of one-sample shape ``shape`` (``(C, *spatial)``), returned ``(n, C, *spatial)`` fp32
     on the device (``device``, else the spec's).
 
@@ -158,6 +159,11 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[i
     one bar over all sampler steps of all batches. ``spec.inflation`` scales each sample's deviation from the
     model's conditional mean ``D(0; sigmas[0], cond)`` (see :func:`conditional_mean`): a spread correction that
     leaves every sample independent of the others.
+
+    ``wrap`` turns the denoiser, after the spec's shrinkage towards the Gaussian base (``net_weight``), into another
+    (tiling, known values), so a constraint it imposes holds for the shrunk model too; ``per_sample`` tensors
+    ``(n, ...)`` reach it in ``extra_args``, sliced with the batch. Inflation moves samples off what a wrap imposes:
+    sample constraints with ``inflation=None``.
     """
     n = len(seeds)
     if n < 1:
@@ -167,8 +173,13 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[i
         raise ValueError("inflation scales deviations from the conditional mean, so it needs cond")
     if cond is not None and len(cond) != n:
         raise ValueError(f"cond has {len(cond)} rows for {n} seeds; give one condition per sample")
+    for k, v in (per_sample or {}).items():
+        if len(v) != n:
+            raise ValueError(f"per-sample tensor {k!r} has {len(v)} rows for {n} seeds")
     device = spec.resolve_device(device)
     denoiser = spec.shrink(denoiser)
+    if wrap is not None:
+        denoiser = wrap(denoiser)
     sigmas = spec.sigmas(device)
     options = spec.options(denoiser)
     chunks = range(0, n, spec.batch_size)
@@ -177,10 +188,12 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[i
             torch.inference_mode():
         for lo in chunks:
             idx = slice(lo, min(n, lo + spec.batch_size))
-            extra = None if cond is None else {"cond": cond[idx].to(device)}
+            extra = {k: v[idx].to(device) for k, v in (per_sample or {}).items()}
+            if cond is not None:
+                extra["cond"] = cond[idx].to(device)
             with spec.autocast(device):
-                x = sample(denoiser, (idx.stop - idx.start, *shape), sigmas, sampler=spec.sampler, extra_args=extra,
-                           generator=generators_from_seeds(seeds[idx], device), device=device,
+                x = sample(denoiser, (idx.stop - idx.start, *shape), sigmas, sampler=spec.sampler,
+                           extra_args=extra or None, generator=generators_from_seeds(seeds[idx], device), device=device,
                            callback=lambda _: bar.update(1), **options)
             out.append(x.float())
     x = torch.cat(out)
