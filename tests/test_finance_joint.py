@@ -82,6 +82,11 @@ def test_net_weight_choice_keeps_the_base_on_ties():
     assert choose_weight({0.0: 1.0, 0.5: 0.99995, 1.0: 1.001}) == 0.0      # within the tie margin
     assert choose_weight({0.0: 1.0, 0.5: 0.98, 1.0: 0.97}) == 1.0
     assert choose_weight({0.0: 1.0, 0.5: 0.97, 1.0: 0.97005}) == 0.5
+    # with tests: only a significant gain counts
+    ratios = {0.0: 1.0, 0.5: 0.99, 1.0: 0.98}
+    assert choose_weight(ratios, {0.5: 0.01, 1.0: 0.2}) == 0.5
+    assert choose_weight(ratios, {0.5: 0.3, 1.0: 0.2}) == 0.0
+    assert choose_weight({0.0: 1.0, 1.0: 1.01}, {1.0: 0.001}) == 0.0          # significantly worse: not eligible
 
 
 # --- DCC and the t copula -------------------------------------------------------------------------------------
@@ -260,3 +265,43 @@ def test_an_asset_that_lists_late_trains_or_is_named(tmp_path, small_train, caps
     err = capsys.readouterr().err
     first = prices.index[802].date()
     assert "asset 'S02' has" in err and f"({first} to" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_dcc_base_draws_the_dcc_correlation_forecast(tmp_path, small_train):
+    from sciffusion.cli import main
+    from sciffusion.domains.finance import scenarios, simulate
+    from sciffusion.domains.finance.garch import GarchT
+    from sciffusion.domains.finance.scenarios import ShockModel, read_returns
+    from sciffusion.training.fit import load_trained
+
+    prices, _ = regime_panel(3, 1500, seed=3)
+    data = tmp_path / "p.csv"
+    prices.to_csv(data)
+    run = tmp_path / "run"
+    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2009-12-31", "--context", "20",
+                 "--horizon", "5", "--max-steps", "2", "--copula", "dcc", "--out", str(run), *small_train]) == 0
+    t = load_trained(run)
+    assert t.metadata["copula"] == "dcc" and 0 <= t.metadata["dcc"]["a"] < 1
+    model = ShockModel.from_run(t)
+    r, _ = read_returns(data, "prices", t.metadata["assets"])
+    g, _, _ = model.shocks(r.to_numpy())
+    row = len(r) - 1
+    R = model.dcc.correlation(model.dcc.filter(g, [row + 1]))[0]           # forecast for the day after the data
+    ds = scenarios(run, data, paths=4000, sampling={"net_weight": 0.0})      # the base law exactly
+    lr = ds["log_return"].values[0, 0].astype(np.float64) * 100               # (P, A), percent, day 1
+    garch = GarchT.from_state({k: v.numpy() for k, v in t.state.items()})
+    sigma = ds["garch_sigma"].values[0] * 100
+    gs = garch.to_normal((lr - garch.mu) / sigma, axis=-1)
+    np.testing.assert_allclose(np.corrcoef(gs.T), R, atol=0.05)
+    # the same draws whitened back: N(0, I) up to the normaliser's affine map
+    w = model.whiten(gs.T[None].transpose(2, 1, 0), model.factors(g, np.full(4000, row)))[:, :, 0]
+    assert np.abs(np.corrcoef(w.T) - np.eye(3)).max() < 0.05
+    long = simulate(run, data, days=12, paths=3, sampling={"net_weight": 0.0})
+    assert long.shape == (3, 12, 3) and np.isfinite(long).all()
+    # given scenarios on a DCC base: one rotation per origin (its own correlation forecast)
+    stress = scenarios(run, data, origins=[str(r.index[-30].date()), str(r.index[-1].date())], paths=500,
+                       sampling={"net_weight": 0.0}, given={"S00": [-0.03, -0.02]})
+    x = stress["log_return"].values.astype(np.float64)                       # (O, H, P, A)
+    np.testing.assert_array_equal(x[:, :2, :, 0], np.broadcast_to(np.float32([-0.03, -0.02])[None, :, None],
+                                                                   (2, 2, 500)))
+    assert x[:, 0, :, 1].mean() < np.median(ds["log_return"].values[0, 0, :, 1])  # the others follow the fall

@@ -117,8 +117,8 @@ def _combinations(n):
          None]
     y = torch.zeros(n, 2, 3, dtype=torch.float64)
     y[:, :2, 0], y[:, 0, 1] = torch.tensor([1.0, -0.5]), 0.7
-    rotation, known, mask = sf.combination_constraints(C, y)
-    return C, y, sf.KnownCombinations(GaussianDenoiser(), rotation, known[:1], mask), known
+    rotation, known, mask = sf.combination_constraints(C, y[:1])    # one group: the same y for every sample
+    return C, y, sf.KnownCombinations(GaussianDenoiser(), rotation[None], known, mask), known
 
 
 @pytest.mark.parametrize("sampler, kw", [("dpmpp_2m", {"sigma_data": 1.0}), ("dpmpp_2m", {}), ("heun", {}),
@@ -126,7 +126,7 @@ def _combinations(n):
 def test_known_combinations_hold_exactly_for_every_sampler(sampler, kw):
     C, y, wrapped, known = _combinations(50)
     x = sf.sample(wrapped, (50, 4, 3), sf.karras_sigmas(12, 0.01, 40.0), sampler=sampler,
-                  generator=torch.Generator().manual_seed(1), dtype=torch.float64, extra_args={"known": known}, **kw)
+                  generator=torch.Generator().manual_seed(1), dtype=torch.float64, **kw)
     torch.testing.assert_close(torch.einsum("kc,nc->nk", C[0], x[:, :, 0]), y[:, :2, 0], atol=1e-7, rtol=0)
     torch.testing.assert_close(x[:, :, 1] @ C[1][0], y[:, 0, 1], atol=1e-7, rtol=0)
 
@@ -138,7 +138,7 @@ def test_known_combinations_give_the_exact_gaussian_conditional():
     n = 20000
     C, y, wrapped, known = _combinations(n)
     x = sf.sample(wrapped, (n, 4, 3), sf.karras_sigmas(12, 0.01, 40.0), sampler="dpmpp_2m", sigma_data=1.0,
-                  generator=torch.Generator().manual_seed(1), dtype=torch.float64, extra_args={"known": known})
+                  generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for day, (c, t) in enumerate([(C[0], torch.tensor([1.0, -0.5], dtype=torch.float64)),
                                   (C[1], torch.tensor([0.7], dtype=torch.float64))]):
         P = c.T @ torch.linalg.solve(c @ c.T, torch.eye(len(c), dtype=torch.float64))
@@ -147,6 +147,21 @@ def test_known_combinations_give_the_exact_gaussian_conditional():
         assert (z.mean(0) - mean).abs().max() < 0.03                  # SE 0.007
         assert (torch.cov(z.T) - cov).abs().max() < 0.04              # SE <= 0.01
     assert (x[:, :, 2].mean(0).abs() < 0.03).all() and ((x[:, :, 2].var(0) - 1).abs() < 0.04).all()
+
+
+def test_known_combinations_per_group():
+    # two groups with different constraints on one channel pair: each sample keeps its own group's
+    c = [torch.tensor([[1.0, 1.0]], dtype=torch.float64)]
+    r0, k0, mask = sf.combination_constraints(c, torch.tensor([[[2.0]]], dtype=torch.float64))
+    r1, k1, _ = sf.combination_constraints([torch.tensor([[1.0, -1.0]], dtype=torch.float64)],
+                                            torch.tensor([[[0.5]]], dtype=torch.float64))
+    wrapped = sf.KnownCombinations(GaussianDenoiser(), torch.stack([r0, r1]), torch.cat([k0, k1]), mask)
+    row = torch.tensor([0, 1, 1, 0])
+    x = sf.sample(wrapped, (4, 2, 1), sf.karras_sigmas(8, 0.01, 40.0), sampler="dpmpp_2m", sigma_data=1.0,
+                  generator=torch.Generator().manual_seed(0), dtype=torch.float64, extra_args={"row": row})
+    sums, diffs = x[:, 0, 0] + x[:, 1, 0], x[:, 0, 0] - x[:, 1, 0]
+    torch.testing.assert_close(sums[[0, 3]], torch.full((2,), 2.0, dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(diffs[[1, 2]], torch.full((2,), 0.5, dtype=torch.float64), atol=1e-8, rtol=0)
 
 
 def test_known_combinations_refuse_dependent_rows():

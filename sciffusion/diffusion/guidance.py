@@ -95,41 +95,44 @@ class KnownCombinations(DenoiserWrapper):
     independent rotated coordinates (N(0, I), the whitened base law of a scenario model) the free part's law is the
     exact conditional one.
 
-    ``rotation`` ``(*spatial, C, C)``: the ``Q_p``; ``known`` ``(B, C, *spatial)``: the rotated targets in the first
-    ``k_p`` channels (anything elsewhere); ``mask`` ``(C, *spatial)``: True on those channels. Build the three with
-    :func:`combination_constraints`. ``known`` may instead come with each call as the keyword ``known`` (a batch's
-    rows: ``per_sample`` of the sampling path), so the sampler's batches need not be known in advance.
+    ``rotation`` ``(G, *spatial, C, C)``: the ``Q_p`` of each of ``G`` groups of samples (scenario origins);
+    ``known`` ``(G, C, *spatial)``: the rotated targets in the first ``k_p`` channels (anything elsewhere); ``mask``
+    ``(C, *spatial)``: True on those channels (the same for every group). Build them with
+    :func:`combination_constraints`. Each call takes ``row`` ``(B,)``, the group of each sample in the batch (the
+    ``per_sample`` of the sampling path; default: every sample in group 0), so the rotations are held once per group,
+    not once per sample.
     """
 
     def __init__(self, denoiser: DenoiserFn, rotation: Tensor, known: Tensor, mask: Tensor) -> None:
         super().__init__(denoiser)
         check_batch(known, "known")
-        C, spatial = mask.shape[0], tuple(mask.shape[1:])
-        if tuple(rotation.shape) != (*spatial, C, C):
-            raise ValueError(f"rotation must be {(*spatial, C, C)}; got {tuple(rotation.shape)}")
-        if tuple(mask.shape) != (C, *spatial):
-            raise ValueError(f"mask must be {(C, *spatial)}; got {tuple(mask.shape)}")
+        G, C, spatial = known.shape[0], mask.shape[0], tuple(mask.shape[1:])
+        if tuple(rotation.shape) != (G, *spatial, C, C):
+            raise ValueError(f"rotation must be {(G, *spatial, C, C)}; got {tuple(rotation.shape)}")
+        if tuple(known.shape[1:]) != (C, *spatial):
+            raise ValueError(f"known must be (groups, {C}, {', '.join(map(str, spatial))}); got {tuple(known.shape)}")
         self.rotation, self.known, self.mask = rotation, torch.nan_to_num(known), mask.to(torch.bool)
 
-    def _turn(self, x: Tensor, back: bool) -> Tensor:
-        """``Q x`` (or ``Q' x`` when ``back``) per position; channels are dim 1."""
-        q = self.rotation.to(x)
+    @staticmethod
+    def _turn(q: Tensor, x: Tensor, back: bool) -> Tensor:
+        """``Q x`` (or ``Q' x`` when ``back``) per sample and position; ``q`` ``(B, *spatial, C, C)``."""
         xc = x.movedim(1, -1).unsqueeze(-1)                                  # (B, *spatial, C, 1)
         out = (q.transpose(-1, -2) if back else q) @ xc
         return out.squeeze(-1).movedim(-1, 1)
 
-    def forward(self, x: Tensor, sigma: Tensor, known: Tensor | None = None, **cond) -> Tensor:
-        known = self.known if known is None else torch.nan_to_num(known)
-        if x.shape != known.shape:
-            raise ValueError(f"x shape {tuple(x.shape)} does not match known values {tuple(known.shape)}")
-        d = self._turn(self.denoiser(x, sigma, **cond), back=False)
-        return self._turn(torch.where(self.mask.to(x.device), known.to(x), d), back=True)
+    def forward(self, x: Tensor, sigma: Tensor, row: Tensor | None = None, **cond) -> Tensor:
+        row = torch.zeros(len(x), dtype=torch.long) if row is None else row.long().cpu()
+        q = self.rotation[row].to(x)
+        known = self.known[row].to(x)
+        d = self._turn(q, self.denoiser(x, sigma, **cond), back=False)
+        return self._turn(q, torch.where(self.mask.to(x.device), known, d), back=True)
 
 
 def combination_constraints(C: Sequence[Tensor | None], y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(rotation, known, mask) for :class:`KnownCombinations` on a 1-D axis of length ``L``: ``C[l]`` ``(k_l, C)``
-    (or None: nothing known at position ``l``) and ``y`` ``(B, K, L)`` the targets, row ``j`` of ``C[l]`` in
-    ``y[:, j, l]`` (K >= every k_l). float64 throughout (the SVD of an ill-conditioned ``C`` loses digits in
+    """(rotation ``(L, C, C)``, known ``(B, C, L)``, mask ``(C, L)``) of one group for :class:`KnownCombinations`
+    on a 1-D axis of length ``L``: ``C[l]`` ``(k_l, C)`` (or None: nothing known at position ``l``) and ``y``
+    ``(B, K, L)`` the targets, row ``j`` of ``C[l]`` in ``y[:, j, l]`` (K >= every k_l). Stack groups' rotations
+    and known values along a new first dim. float64 throughout (the SVD of an ill-conditioned ``C`` loses digits in
     float32)."""
     L = len(C)
     n = next(c.shape[1] for c in C if c is not None) if any(c is not None for c in C) else None

@@ -115,6 +115,10 @@ class DCC:
             q = c * self.qbar + self.a * outer + self.b * q
         return out
 
+    def step(self, q: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``Q_{t+1}`` from ``Q_t`` ``(..., A, A)`` and complete shocks ``u_t`` ``(..., A)`` (a simulated path)."""
+        return ((1.0 - self.a - self.b) * self.qbar + self.a * u[..., :, None] * u[..., None, :] + self.b * q)
+
     def correlation(self, q: np.ndarray) -> np.ndarray:
         """``R`` from ``Q`` (any leading dims)."""
         d = np.sqrt(np.einsum("...ii->...i", q))

@@ -29,6 +29,7 @@ from ...tasks.outputs import open_output, provenance, recorded_seed, report_scor
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import SamplingSpec
+from .dcc import DCC, cholesky
 from .features import as_channels, feature_count, summaries
 from .garch import GarchT, correlation_factor, day_number
 from .given import given_shocks, parse_given, whitened_constraints
@@ -40,39 +41,56 @@ PCT = 100.0  # GARCH works in percent log returns
 
 @dataclass
 class ShockModel:
-    """What is fitted on the training period and turns a return table into model inputs (and samples back)."""
+    """What is fitted on the training period and turns a return table into model inputs (and samples back).
+
+    The copula of the Gaussianised shocks, the base law the network starts from, is a constant correlation (CCC,
+    ``chol``) or a DCC(1,1) (``dcc``, :mod:`.dcc`): then each window is whitened by the Cholesky factor of the
+    correlation forecast for the day after its origin, kept over the window (the network corrects the rest), so the
+    base follows the market's correlation regime. ``chol`` is kept either way.
+    """
 
     garch: GarchT
     sigma_bar: np.ndarray   # (A,) training mean of the GARCH volatility, percent
     chol: np.ndarray        # (A, A) Cholesky factor of the training correlation of the Gaussianised shocks
     context: int
     horizon: int
+    dcc: DCC | None = None  # dynamic correlation of the Gaussianised shocks (None: the constant ``chol``)
 
-    def whiten(self, g: np.ndarray) -> np.ndarray:
+    def factors(self, g: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+        """Cholesky factors ``(N, A, A)`` of the correlation forecast for the day after each origin row ``ends`` of
+        shocks ``g`` ``(T, A)``; None for a constant-correlation model (``chol`` throughout)."""
+        if self.dcc is None:
+            return None
+        return cholesky(self.dcc.correlation(self.dcc.filter(g, np.asarray(ends) + 1)))
+
+    def whiten(self, g: np.ndarray, L: np.ndarray | None = None) -> np.ndarray:
         """Shocks ``(N, A, H)`` -> the model's target ``L^-1 g``: N(0, I) under the constant-correlation GARCH, so
         the network (zero-initialised: it starts as the exact denoiser of N(0, I)) learns only what that misses.
+        ``L`` ``(N, A, A)``: one factor per window (DCC); default ``chol``. Missing days: see :func:`_whiten_days`."""
+        if L is not None:  # one factor per window (DCC): complete windows at once, the others one by one
+            out = np.full_like(g, np.nan, dtype=np.float64)
+            full = np.isfinite(g).all((1, 2))
+            if full.any():
+                out[full] = np.linalg.solve(L[full], g[full])
+            for n in np.flatnonzero(~full):
+                out[n] = _whiten_days(g[n:n + 1], L[n])[0]
+            return out
+        return _whiten_days(g, self.chol)
 
-        A day with missing assets (one that lists late, a holiday) is whitened over the assets it has, with the
-        Cholesky factor of their own correlation block, and keeps NaN for the rest: ``L^-1`` of the whole vector
-        would spread one missing asset to every later one."""
-        A = g.shape[1]
-        v = np.moveaxis(g, 1, -1).reshape(-1, A)                     # (N * H, A) day vectors
-        out = np.full_like(v, np.nan)
-        seen = np.isfinite(v)
-        patterns, which = np.unique(seen, axis=0, return_inverse=True)
-        R = self.chol @ self.chol.T
-        for i, obs in enumerate(patterns):
-            if not obs.any():
-                continue
-            rows = which.ravel() == i
-            L = self.chol if obs.all() else np.linalg.cholesky(R[np.ix_(obs, obs)])
-            out[np.ix_(rows, obs)] = np.linalg.solve(L, v[np.ix_(rows, obs)].T).T
-        return np.moveaxis(out.reshape(len(g), -1, A), -1, 1)
-
-    def colour(self, w: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`whiten`. Samples are clipped at +-6 first: a rare far-out draw of the sampler would
-        otherwise map through the t's quantile function to an absurd shock and blow up the variance recursion."""
-        return np.einsum("ab,nbh->nah", self.chol, np.clip(w, -6.0, 6.0))
+    def colour(self, w: np.ndarray, L: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of :meth:`whiten`: ``(N, A, H)`` -> shocks; ``L`` ``(O, A, A)`` one factor per origin and ``rows``
+        ``(N,)`` each sample's origin (default ``chol`` for all). Samples are clipped at +-6 first: a rare far-out
+        draw of the sampler would otherwise map through the t's quantile function to an absurd shock and blow up
+        the variance recursion."""
+        w = np.clip(w, -6.0, 6.0)
+        if L is None:
+            return np.einsum("ab,nbh->nah", self.chol, w)
+        rows = np.arange(len(w)) if rows is None else np.asarray(rows)
+        out = np.empty_like(w, dtype=np.float64)
+        for o in np.unique(rows):  # by origin: L[rows] would be (N, A, A), 8 GB for 4000 paths of 500 assets
+            at = rows == o
+            out[at] = np.einsum("ab,nbh->nah", L[o], w[at])
+        return out
 
     def shocks(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fraction log returns ``(T, A)`` -> Gaussianised shocks ``g`` ``(T, A)``, next-day variances ``s2``
@@ -90,13 +108,34 @@ class ShockModel:
         return r / PCT, after
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return state_tensors({**self.garch.state(), "sigma_bar": self.sigma_bar, "chol": self.chol})
+        dcc = {} if self.dcc is None else self.dcc.state()
+        return state_tensors({**self.garch.state(), "sigma_bar": self.sigma_bar, "chol": self.chol, **dcc})
 
     @classmethod
     def from_run(cls, run: TrainedRun) -> ShockModel:
         s = {k: v.numpy() for k, v in run.state.items()}
         d = run.config["data"]
-        return cls(GarchT.from_state(s), s["sigma_bar"], s["chol"], int(d["context"]), int(d["horizon"]))
+        dcc = DCC.from_state(s) if run.metadata.get("copula", "ccc") == "dcc" else None
+        return cls(GarchT.from_state(s), s["sigma_bar"], s["chol"], int(d["context"]), int(d["horizon"]), dcc)
+
+
+def _whiten_days(g: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """``chol^-1`` of each day vector of ``g`` ``(N, A, H)``; a day with missing assets (one that lists late, a
+    holiday) is whitened over the assets it has, with the Cholesky factor of their own correlation block, and keeps
+    NaN for the rest: ``chol^-1`` of the whole vector would spread one missing asset to every later one."""
+    A = g.shape[1]
+    v = np.moveaxis(g, 1, -1).reshape(-1, A)                     # (N * H, A) day vectors
+    out = np.full_like(v, np.nan, dtype=np.float64)
+    seen = np.isfinite(v)
+    patterns, which = np.unique(seen, axis=0, return_inverse=True)
+    R = chol @ chol.T
+    for i, obs in enumerate(patterns):
+        if not obs.any():
+            continue
+        rows = which.ravel() == i
+        L = chol if obs.all() else np.linalg.cholesky(R[np.ix_(obs, obs)])
+        out[np.ix_(rows, obs)] = np.linalg.solve(L, v[np.ix_(rows, obs)].T).T
+    return np.moveaxis(out.reshape(len(g), -1, A), -1, 1)
 
 
 def read_returns(data: str | os.PathLike | pd.DataFrame, kind: str = "prices",
@@ -128,7 +167,7 @@ class Scenarios(Task):
     verb = "scenarios"
     summary = "market scenario paths conditioned on recent history (prices CSV/parquet in, netCDF out)"
     defaults: dict[str, Any] = {
-        "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20,
+        "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20, "copula": "ccc",
                  "val_days": 250, "batch_size": 64, "select_net_weight": True, "selection_paths": 16},
         "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0, "cond_dropout": 0.1},
@@ -140,6 +179,8 @@ class Scenarios(Task):
     }
     train_flags = TABLE_FLAGS + (
         Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
+        Flag("--copula", "data.copula", "base law of the joint shocks: ccc (constant correlation, default) or dcc "
+             "(DCC(1,1) dynamic correlation)"),
         Flag("--horizon", "data.horizon", "days per scenario path", int),
     )
     sample_flags = (
@@ -171,12 +212,19 @@ class Scenarios(Task):
         if len(r) < C + H + n_val + 250:
             raise ValueError(f"the training period has {len(r)} returns; need at least {C + H + n_val + 250} "
                              f"(context {C} + horizon {H} + {n_val} validation days + 250)")
+        copula = d.get("copula", "ccc")
+        if copula not in ("ccc", "dcc"):
+            raise ValueError(f"data.copula must be 'ccc' or 'dcc'; got {copula!r}")
         garch = GarchT.fit(r * PCT)
         g, s2 = garch.gaussianised(r.to_numpy() * PCT)
-        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), correlation_factor(g), C, H)
+        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), correlation_factor(g), C, H,
+                           DCC.fit(g) if copula == "dcc" else None)
         log_vol = 0.5 * np.log(s2[1:]) - np.log(model.sigma_bar)
         ends = np.arange(C - 1, len(r) - H)
-        x = model.whiten(np.stack([g[e + 1:e + 1 + H].T for e in ends])).astype(np.float32)  # (N, A, H), NaN = missing
+        x = np.empty((len(ends), r.shape[1], H), dtype=np.float32)         # (N, A, H), NaN = missing
+        for lo in range(0, len(ends), 256):  # in chunks: one DCC factor per window is (N, A, A)
+            e = ends[lo:lo + 256]
+            x[lo:lo + 256] = model.whiten(np.stack([g[i + 1:i + 1 + H].T for i in e]), model.factors(g, e))
         cond = model.cond(g, log_vol, ends)
         dm = DiffusionDataModule.from_arrays(torch.from_numpy(x), torch.from_numpy(cond),
                                              mask=torch.from_numpy(np.isfinite(x)),
@@ -186,15 +234,18 @@ class Scenarios(Task):
         net = {"dims": 1, "in_channels": A, "cond_channels": feature_count(A, C) + 1}
         meta = {"assets": list(r.columns), "kind": d.get("kind", "prices"),
                 "train_period": [str(r.index[0].date()), str(r.index[-1].date())], "source": str(d["path"]),
-                "garch": {k: v.tolist() for k, v in vars(garch).items()}}
+                "garch": {k: v.tolist() for k, v in vars(garch).items()}, "copula": copula}
+        if model.dcc is not None:
+            meta["dcc"] = {"a": model.dcc.a, "b": model.dcc.b}
         select = None
         n_windows = len(dm.val) if dm.val is not None else 0
         if d.get("select_net_weight", True) and n_windows:  # do no harm: never worse on validation than CCC
             val_ends = ends[len(ends) - n_windows:]
             s2_val = s2[val_ends + 1]
+            L_val = model.factors(g, val_ends)
 
             def to_returns(z: torch.Tensor, rows: np.ndarray) -> np.ndarray:
-                g_paths = model.colour(dm.normalizer.denormalize(z).numpy().astype(np.float64))
+                g_paths = model.colour(dm.normalizer.denormalize(z).numpy().astype(np.float64), L_val, rows)
                 return model.paths(g_paths, s2_val[rows])[0]
 
             y_val = np.stack([r.to_numpy()[e + 1:e + 1 + H] for e in val_ends])
@@ -273,19 +324,25 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     A, H = len(assets), model.horizon
     fixed = parse_given(given, assets, H)
     wrap, per_sample = None, None
+    L = model.factors(g, rows)
     if fixed:
         spec = spec.replace(inflation=None)  # inflation would move the paths off what is given
         g_known = given_shocks(model.garch, fixed, assets, s2_next[rows], H)
         norm = run.normalizer
-        C, y = whitened_constraints(g_known, model.chol, norm.mean.numpy(), norm.std.numpy())
-        rotation, known, mask = combination_constraints(C, y)
-        per_sample = {"known": known.repeat_interleave(paths, dim=0)}
+        groups = [combination_constraints(*whitened_constraints(g_known[o:o + 1], model.chol if L is None else L[o],
+                                                                norm.mean.numpy(), norm.std.numpy()))
+                  for o in range(len(rows))]  # one rotation per origin (its shocks, and with DCC its factor)
+        rotation = torch.stack([gr[0] for gr in groups])
+        known = torch.cat([gr[1] for gr in groups])
+        mask = groups[0][2]
+        per_sample = {"row": torch.arange(len(rows)).repeat_interleave(paths)}
 
         def wrap(d: DenoiserFn) -> DenoiserFn:
-            return KnownCombinations(d, rotation, known[:1], mask)
+            return KnownCombinations(d, rotation, known, mask)
     x = run.sample((A, H), path_seeds(seed, day_number(r.index[rows]), paths), cond=cond, sampling=spec,
                    progress=progress, desc="scenarios", wrap=wrap, per_sample=per_sample)
-    g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))
+    g_paths = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), L,
+                           np.repeat(np.arange(len(rows)), paths))
     lr, _ = model.paths(g_paths, np.repeat(s2_next[rows], paths, axis=0))
     lr = lr.reshape(len(rows), paths, A, H).transpose(0, 3, 1, 2)  # (origin, horizon, path, asset)
     for a, v in fixed.items():  # exactly as given (the sampled ones match to float32 rounding)
@@ -350,12 +407,18 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     lv = np.concatenate([np.repeat(lv0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
     s2 = np.repeat(s2_0[None, -1], paths, 0)
     out = np.empty((paths, blocks * H, A))
+    # DCC: each path's Q follows its own simulated shocks, from the data's Q for the day after the data
+    q = None if model.dcc is None else np.repeat(model.dcc.filter(g0, [len(g0)]), paths, 0)
     for b in range(blocks):
         t = C + b * H  # first new row
         cond = np.concatenate([model.cond(g[p, t - C:t], lv[p, t - C:t], [C - 1]) for p in range(paths)])
         seeds = [derive_seed(seed, "long path", b, p) for p in range(paths)]
         x = run.sample((A, H), seeds, cond=torch.from_numpy(cond), sampling=spec)
-        gb = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64))  # (paths, A, H)
+        L = None if q is None else cholesky(model.dcc.correlation(q))
+        gb = model.colour(run.normalizer.denormalize(x).cpu().numpy().astype(np.float64), L)  # (paths, A, H)
+        if q is not None:
+            for h in range(H):
+                q = model.dcc.step(q, gb[:, :, h])
         rb, after = model.paths(gb, s2)
         out[:, b * H:(b + 1) * H] = rb.transpose(0, 2, 1)
         g[:, t:t + H] = gb.transpose(0, 2, 1)

@@ -54,6 +54,9 @@ def window_scores(run: TrainedRun | str | os.PathLike, data: str | os.PathLike |
     level (per window seeds from ``seed`` and the origin) estimate the diffusion part."""
     run = load_trained(run, task="scenarios")
     model = ShockModel.from_run(run)
+    if model.dcc is not None:
+        raise ValueError("score-windows needs a run with the constant-correlation base (data.copula=ccc); this "
+                         "run's base is DCC")
     assets, kind = run.metadata["assets"], run.metadata.get("kind", "prices")
     r, _ = read_returns(data, kind, assets)
     C, H = model.context, model.horizon
