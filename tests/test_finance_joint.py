@@ -282,6 +282,10 @@ def test_a_dcc_base_draws_the_dcc_correlation_forecast(tmp_path, small_train):
                  "--horizon", "5", "--max-steps", "2", "--copula", "dcc", "--out", str(run), *small_train]) == 0
     t = load_trained(run)
     assert t.metadata["copula"] == "dcc" and 0 <= t.metadata["dcc"]["a"] < 1
+    # the base is N(0, I) in the whitened coordinates exactly: unit normaliser and sigma_data 1
+    from sciffusion.diffusion import declared_sigma_data
+    assert (t.normalizer.mean == 0).all() and (t.normalizer.std == 1).all()
+    assert declared_sigma_data(t.denoiser()) == 1.0
     model = ShockModel.from_run(t)
     r, _ = read_returns(data, "prices", t.metadata["assets"])
     g, _, _ = model.shocks(r.to_numpy())
