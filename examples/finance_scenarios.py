@@ -5,8 +5,10 @@
 
 Data: daily adjusted closes of the S&P 500 and NASDAQ Composite, 1999-2018, from the files the `arch` package
 ships (no download). Trains on 1999-2014 (2014 validates), draws 200 joint 20-day paths of both indices from every
-second trading day of 2015-2018, and scores them against GJR-GARCH-t, GARCH-t (both fitted on 1999-2014) and
-historical simulation: CRPS, VaR/ES backtests (Kupiec, Christoffersen, Acerbi-Szekely), stylized facts; figures
+second trading day of 2015-2018, and scores them against GJR-GARCH-t and GARCH-t with a Gaussian copula, GJR-t with
+a t copula and with DCC correlation (all fitted on 1999-2014), filtered and plain historical simulation: CRPS, joint
+scores (energy, variogram, portfolio CRPS), VaR/ES backtests (Kupiec, Christoffersen, Acerbi-Szekely) per asset and
+for the equal-weight portfolio, tail co-movement, stylized facts; figures
 (fan chart, VaR timeline, QQ, ACF/leverage) go to WORKDIR/plots. These are the commands a user types.
 """
 
