@@ -309,3 +309,46 @@ def test_a_dcc_base_draws_the_dcc_correlation_forecast(tmp_path, small_train):
     np.testing.assert_array_equal(x[:, :2, :, 0], np.broadcast_to(np.float32([-0.03, -0.02])[None, :, None],
                                                                    (2, 2, 500)))
     assert x[:, 0, :, 1].mean() < np.median(ds["log_return"].values[0, 0, :, 1])  # the others follow the fall
+
+
+def test_covariates_condition_the_scenarios_and_are_never_read_from_the_future(tmp_path, prices, small_train,
+                                                                                 capsys):
+    from sciffusion.cli import main
+    from sciffusion.domains.finance import scenarios, simulate
+    from sciffusion.domains.finance.scenarios import ShockModel
+    from sciffusion.training.fit import load_trained
+
+    table = prices.loc[:"2004-06-30"].copy()
+    rng = np.random.default_rng(0)
+    table["VIX"] = 20 + np.cumsum(rng.standard_normal(len(table)))      # a level series, not an asset
+    table.iloc[3, 2] = np.nan                                            # a missing covariate day: carried forward
+    data = tmp_path / "p.csv"
+    table.to_csv(data)
+    run = tmp_path / "run"
+    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
+                 "--horizon", "5", "--max-steps", "2", "--covariates", "VIX", "--out", str(run), *small_train]) == 0
+    t = load_trained(run)
+    assert t.metadata["assets"] == ["SP500", "NASDAQ"] and t.metadata["covariates"] == ["VIX"]
+    model = ShockModel.from_run(t)
+    idx = np.log(table[["SP500", "NASDAQ"]]).diff().iloc[1:].index
+    cov = model.read_covariates(data, idx)
+    assert cov[2, 0] == table["VIX"].iloc[2] and np.isfinite(cov).all()  # row 2 of returns = table day 3: ffilled
+    f = model.covariate_features(cov, [100])
+    np.testing.assert_allclose(f[0], [(cov[100, 0] - model.cov_mean[0]) / model.cov_std[0],
+                                      (cov[100, 0] - cov[95, 0]) / model.cov_std[0]], rtol=1e-6)
+    ds = scenarios(run, data, origins="2004-03-01/2004-03-05", paths=4)
+    later = table.copy()
+    later.loc["2004-03-06":, "VIX"] = 80.0                               # the future of the covariate changes
+    later.to_csv(tmp_path / "later.csv")
+    same = scenarios(run, tmp_path / "later.csv", origins="2004-03-01/2004-03-05", paths=4)
+    np.testing.assert_array_equal(ds["log_return"].values, same["log_return"].values)
+    assert np.isfinite(simulate(run, data, days=12, paths=2)).all()
+    capsys.readouterr()
+    assert main(["scenarios", "--run", str(run), "--data", str(tmp_path / "p2.csv"), "--paths", "2",
+                 "--out", str(tmp_path / "x.nc")]) == 2                 # no such file: one line
+    table.drop(columns="VIX").to_csv(tmp_path / "novix.csv")
+    capsys.readouterr()
+    assert main(["scenarios", "--run", str(run), "--data", str(tmp_path / "novix.csv"), "--paths", "2",
+                 "--out", str(tmp_path / "y.nc")]) == 2
+    err = capsys.readouterr().err
+    assert "VIX" in err and len(err.strip().splitlines()) == 1

@@ -56,6 +56,26 @@ class ShockModel:
     context: int
     horizon: int
     dcc: DCC | None = None  # dynamic correlation of the Gaussianised shocks (None: the constant ``chol``)
+    covariates: tuple[str, ...] = ()  # columns that condition the scenarios but are not simulated (a VIX, rates)
+    cov_mean: np.ndarray | None = None  # (K,) their training mean
+    cov_std: np.ndarray | None = None   # (K,) their training standard deviation
+
+    def read_covariates(self, data: str | os.PathLike | pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray | None:
+        """The covariates ``(T, K)`` on the days ``index`` of the returns (each day's last known value: forward
+        filled, never from the future), or None for a run without covariates."""
+        if not self.covariates:
+            return None
+        table = read_table(data, list(self.covariates))
+        return table.reindex(table.index.union(index)).ffill().reindex(index).to_numpy(dtype=np.float64)
+
+    def covariate_features(self, cov: np.ndarray, ends: Sequence[int]) -> np.ndarray:
+        """``(N, 2K)``: each covariate's standardised level on the origin day and its change over the 5 days before
+        (training units); unknown values (before a series starts) count as the training mean (0)."""
+        assert self.cov_mean is not None and self.cov_std is not None
+        e = np.asarray(ends)
+        now, before = cov[e], cov[np.maximum(e - 5, 0)]
+        f = np.concatenate([(now - self.cov_mean) / self.cov_std, (now - before) / self.cov_std], axis=1)
+        return np.clip(np.nan_to_num(f), -6.0, 6.0).astype(np.float32)
 
     def factors(self, g: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
         """Cholesky factors ``(N, A, A)`` of the correlation forecast for the day after each origin row ``ends`` of
@@ -99,8 +119,15 @@ class ShockModel:
         g, s2 = self.garch.gaussianised(r * PCT)
         return g, s2[1:], 0.5 * np.log(s2[1:]) - np.log(self.sigma_bar)
 
-    def cond(self, g: np.ndarray, log_vol: np.ndarray, ends: Sequence[int]) -> np.ndarray:
-        return as_channels(summaries(g, log_vol, ends, self.context), self.horizon)
+    def cond(self, g: np.ndarray, log_vol: np.ndarray, ends: Sequence[int], cov: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Condition channels ``(N, F, H)`` of the origins ``ends`` (rows of ``g``; ``cov`` on the same rows)."""
+        f = summaries(g, log_vol, ends, self.context)
+        if self.covariates:
+            if cov is None:
+                raise ValueError(f"this run is conditioned on covariates {list(self.covariates)}: give data with them")
+            f = np.concatenate([f, self.covariate_features(cov, ends)], axis=1)
+        return as_channels(f, self.horizon)
 
     def paths(self, g_paths: np.ndarray, s2_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gaussianised shocks ``(N, A, H)`` + next-day variances ``(N, A)`` -> (fraction log returns
@@ -110,14 +137,17 @@ class ShockModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         dcc = {} if self.dcc is None else self.dcc.state()
-        return state_tensors({**self.garch.state(), "sigma_bar": self.sigma_bar, "chol": self.chol, **dcc})
+        cov = {} if not self.covariates else {"cov_mean": self.cov_mean, "cov_std": self.cov_std}
+        return state_tensors({**self.garch.state(), "sigma_bar": self.sigma_bar, "chol": self.chol, **dcc, **cov})
 
     @classmethod
     def from_run(cls, run: TrainedRun) -> ShockModel:
         s = {k: v.numpy() for k, v in run.state.items()}
         d = run.config["data"]
         dcc = DCC.from_state(s) if run.metadata.get("copula", "ccc") == "dcc" else None
-        return cls(GarchT.from_state(s), s["sigma_bar"], s["chol"], int(d["context"]), int(d["horizon"]), dcc)
+        cov = tuple(run.metadata.get("covariates", ()))
+        return cls(GarchT.from_state(s), s["sigma_bar"], s["chol"], int(d["context"]), int(d["horizon"]), dcc, cov,
+                   s.get("cov_mean"), s.get("cov_std"))
 
 
 def _whiten_days(g: np.ndarray, chol: np.ndarray) -> np.ndarray:
@@ -169,6 +199,7 @@ class Scenarios(Task):
     summary = "market scenario paths conditioned on recent history (prices CSV/parquet in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20, "copula": "ccc",
+                 "covariates": None,
                  "val_days": 250, "batch_size": 64, "select_net_weight": True, "selection_paths": 16},
         "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0, "cond_dropout": 0.1},
@@ -180,6 +211,8 @@ class Scenarios(Task):
     }
     train_flags = TABLE_FLAGS + (
         Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
+        Flag("--covariates", "data.covariates", "columns that condition the scenarios but are not simulated "
+             "(e.g. VIX, a rate), known up to each origin", str, nargs="+"),
         Flag("--copula", "data.copula", "base law of the joint shocks: ccc (constant correlation, default) or dcc "
              "(DCC(1,1) dynamic correlation)"),
         Flag("--horizon", "data.horizon", "days per scenario path", int),
@@ -207,7 +240,17 @@ class Scenarios(Task):
         C, H = int(d["context"]), int(d["horizon"])
         if C < 5 or H < 1:
             raise ValueError(f"context must be >= 5 and horizon >= 1; got {C} and {H}")
-        r, _ = read_returns(d["path"], d.get("kind", "prices"), d.get("assets"))
+        covariates = tuple(d.get("covariates") or ())
+        assets = d.get("assets")
+        if covariates:
+            columns = list(read_table(d["path"]).columns)
+            missing = [c for c in covariates if c not in columns]
+            if missing:
+                raise ValueError(f"covariate(s) {missing} not in the data; columns are {columns[:10]}")
+            assets = [a for a in (assets or columns) if a not in covariates]
+            if not assets:
+                raise ValueError("every column is a covariate: no asset is left to model")
+        r, _ = read_returns(d["path"], d.get("kind", "prices"), assets)
         r = r.loc[period_slice(d.get("train_period"))]
         n_val = int(d.get("val_days", 250))
         if len(r) < C + H + n_val + 250:
@@ -219,14 +262,20 @@ class Scenarios(Task):
         garch = GarchT.fit(r * PCT)
         g, s2 = garch.gaussianised(r.to_numpy() * PCT)
         model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), correlation_factor(g), C, H,
-                           DCC.fit(g) if copula == "dcc" else None)
+                           DCC.fit(g) if copula == "dcc" else None, covariates)
+        cov = model.read_covariates(d["path"], r.index)
+        if cov is not None:
+            model.cov_mean, model.cov_std = np.nanmean(cov, axis=0), np.nanstd(cov, axis=0)
+            flat = [c for c, v in zip(covariates, model.cov_std) if not v > 0]
+            if flat:
+                raise ValueError(f"covariate(s) {flat} are constant or missing in the training period")
         log_vol = 0.5 * np.log(s2[1:]) - np.log(model.sigma_bar)
         ends = np.arange(C - 1, len(r) - H)
         x = np.empty((len(ends), r.shape[1], H), dtype=np.float32)         # (N, A, H), NaN = missing
         for lo in range(0, len(ends), 256):  # in chunks: one DCC factor per window is (N, A, A)
             e = ends[lo:lo + 256]
             x[lo:lo + 256] = model.whiten(np.stack([g[i + 1:i + 1 + H].T for i in e]), model.factors(g, e))
-        cond = model.cond(g, log_vol, ends)
+        cond = model.cond(g, log_vol, ends, cov)
         # The whitened shocks are N(0, I) under the base by construction: with DCC, keep that scale exactly (a fitted
         # per-channel std would turn the base into N(mean, std^2) and bend its correlation away from DCC's forecast,
         # 2.6% on the variogram score of a synthetic panel). CCC keeps the fitted normaliser (in sample it is 0 / 1).
@@ -238,10 +287,11 @@ class Scenarios(Task):
                                              val_fraction=min(n_val / len(ends), 0.5),
                                              batch_size=int(d["batch_size"]), seed=int(config["seed"]))
         A = r.shape[1]
-        net = {"dims": 1, "in_channels": A, "cond_channels": feature_count(A, C) + 1}
+        net = {"dims": 1, "in_channels": A, "cond_channels": feature_count(A, C) + 2 * len(covariates) + 1}
         meta = {"assets": list(r.columns), "kind": d.get("kind", "prices"),
                 "train_period": [str(r.index[0].date()), str(r.index[-1].date())], "source": str(d["path"]),
-                "garch": {k: v.tolist() for k, v in vars(garch).items()}, "copula": copula}
+                "garch": {k: v.tolist() for k, v in vars(garch).items()}, "copula": copula,
+                "covariates": list(covariates)}
         if model.dcc is not None:
             meta["dcc"] = {"a": model.dcc.a, "b": model.dcc.b}
         select = None
@@ -327,7 +377,8 @@ def scenarios(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.
     r, prices = read_returns(data, kind, assets)
     rows = _origin_rows(r.index, origins, every, model.context)
     g, s2_next, log_vol = model.shocks(r.to_numpy())
-    cond = torch.from_numpy(model.cond(g, log_vol, rows)).repeat_interleave(paths, dim=0)
+    cov = model.read_covariates(data, r.index)
+    cond = torch.from_numpy(model.cond(g, log_vol, rows, cov)).repeat_interleave(paths, dim=0)
     A, H = len(assets), model.horizon
     fixed = parse_given(given, assets, H)
     wrap, per_sample = None, None
@@ -410,6 +461,9 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     g0, s2_0, lv0 = model.shocks(r.to_numpy())
     C, H, A = model.context, model.horizon, r.shape[1]
     blocks = -(-days // H)
+    cov0 = model.read_covariates(data, r.index)
+    # covariates are not simulated: a long path holds their last known values (so their 5-day change goes to 0)
+    cov = None if cov0 is None else np.concatenate([cov0[-C:], np.repeat(cov0[-1:], blocks * H, 0)])
     g = np.concatenate([np.repeat(g0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
     lv = np.concatenate([np.repeat(lv0[None, -C:], paths, 0), np.empty((paths, blocks * H, A))], axis=1)
     s2 = np.repeat(s2_0[None, -1], paths, 0)
@@ -418,7 +472,8 @@ def simulate(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.D
     q = None if model.dcc is None else np.repeat(model.dcc.filter(g0, [len(g0)]), paths, 0)
     for b in range(blocks):
         t = C + b * H  # first new row
-        cond = np.concatenate([model.cond(g[p, t - C:t], lv[p, t - C:t], [C - 1]) for p in range(paths)])
+        cw = None if cov is None else cov[t - C:t]
+        cond = np.concatenate([model.cond(g[p, t - C:t], lv[p, t - C:t], [C - 1], cw) for p in range(paths)])
         seeds = [derive_seed(seed, "long path", b, p) for p in range(paths)]
         x = run.sample((A, H), seeds, cond=torch.from_numpy(cond), sampling=spec)
         L = None if q is None else cholesky(model.dcc.correlation(q))

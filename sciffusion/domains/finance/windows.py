@@ -80,7 +80,8 @@ def window_scores(run: TrainedRun | str | os.PathLike, data: str | os.PathLike |
     copula = 0.5 * ((w**2).sum((1, 2)) - (g[span] ** 2).sum((1, 2))) + H * np.log(np.diag(model.chol)).sum()
     ccc = marg + copula
     z = (r_pct - model.garch.mu) / np.sqrt(s2[:-1])
-    extra = _diffusion_part(run, w, model.cond(g, log_vol, rows), path_seeds(seed, day_number(r.index[rows]), 1),
+    cov = model.read_covariates(data, r.index)
+    extra = _diffusion_part(run, w, model.cond(g, log_vol, rows, cov), path_seeds(seed, day_number(r.index[rows]), 1),
                             levels, draws, batch_size, resolve_device(device))
     frame = pd.DataFrame({"start": r.index[rows + 1], "end": r.index[rows + H], "sciffusion": ccc + extra,
                           "ccc": ccc, "zscore": np.abs(z[span]).max((1, 2))},
