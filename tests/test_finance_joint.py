@@ -194,6 +194,14 @@ def test_dcc_baseline_follows_the_correlation_regime(panel):
 
 # --- scenarios given part of the path -------------------------------------------------------------------------
 
+def _train_tiny(data, run, period, small_train, *extra):
+    """A 2-step scenario run (context 20, horizon 5) through the CLI; returns the exit code."""
+    from sciffusion.cli import main
+
+    return main(["train", "scenarios", "--data", str(data), "--train-period", period, "--context", "20",
+                 "--horizon", "5", "--max-steps", "2", "--out", str(run), *small_train, *extra])
+
+
 def test_given_scenarios_hold_the_given_days_and_draw_the_rest_from_the_exact_conditional(tmp_path, prices,
                                                                                           small_train, capsys):
     from sciffusion.cli import main
@@ -206,8 +214,7 @@ def test_given_scenarios_hold_the_given_days_and_draw_the_rest_from_the_exact_co
     data = tmp_path / "prices.csv"
     prices.loc[:"2004-06-30"].to_csv(data)
     run = tmp_path / "run"
-    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "2", "--out", str(run), *small_train]) == 0
+    assert _train_tiny(data, run, ":2003-12-31", small_train) == 0
     # The base law (net_weight 0) is Gaussian in the model's coordinates, so the conditional is closed form.
     ds = scenarios(run, data, origins=["2004-03-01"], paths=4000, sampling={"net_weight": 0.0},
                    given=["SP500:2=-0.06"])
@@ -253,8 +260,7 @@ def test_an_asset_that_lists_late_trains_or_is_named(tmp_path, small_train, caps
     data = tmp_path / "late.csv"
     prices.to_csv(data)
     run = tmp_path / "run"
-    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2008-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "2", "--out", str(run), *small_train]) == 0
+    assert _train_tiny(data, run, ":2008-12-31", small_train) == 0
     ds = scenarios(run, data, origins=["2009-06-01"], paths=16)
     assert np.isfinite(ds["log_return"].values).all() and ds.sizes["asset"] == 3
     short = tmp_path / "short.csv"
@@ -268,7 +274,6 @@ def test_an_asset_that_lists_late_trains_or_is_named(tmp_path, small_train, caps
 
 
 def test_a_dcc_base_draws_the_dcc_correlation_forecast(tmp_path, small_train):
-    from sciffusion.cli import main
     from sciffusion.domains.finance import scenarios, simulate
     from sciffusion.domains.finance.garch import GarchT
     from sciffusion.domains.finance.scenarios import ShockModel, read_returns
@@ -278,8 +283,7 @@ def test_a_dcc_base_draws_the_dcc_correlation_forecast(tmp_path, small_train):
     data = tmp_path / "p.csv"
     prices.to_csv(data)
     run = tmp_path / "run"
-    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2009-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "2", "--copula", "dcc", "--out", str(run), *small_train]) == 0
+    assert _train_tiny(data, run, ":2009-12-31", small_train, "--copula", "dcc") == 0
     t = load_trained(run)
     assert t.metadata["copula"] == "dcc" and 0 <= t.metadata["dcc"]["a"] < 1
     # the base is N(0, I) in the whitened coordinates exactly: unit normaliser and sigma_data 1
@@ -325,8 +329,7 @@ def test_covariates_condition_the_scenarios_and_are_never_read_from_the_future(t
     data = tmp_path / "p.csv"
     table.to_csv(data)
     run = tmp_path / "run"
-    assert main(["train", "scenarios", "--data", str(data), "--train-period", ":2003-12-31", "--context", "20",
-                 "--horizon", "5", "--max-steps", "2", "--covariates", "VIX", "--out", str(run), *small_train]) == 0
+    assert _train_tiny(data, run, ":2003-12-31", small_train, "--covariates", "VIX") == 0
     t = load_trained(run)
     assert t.metadata["assets"] == ["SP500", "NASDAQ"] and t.metadata["covariates"] == ["VIX"]
     model = ShockModel.from_run(t)

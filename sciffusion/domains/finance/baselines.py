@@ -65,6 +65,13 @@ class GarchBaseline:
         """Standardised residuals ``(T, A)`` of returns ``(T, A)`` (NaN where a return is missing)."""
         return (r_pct - self.garch.mu) / np.sqrt(s2[:-1])
 
+    @staticmethod
+    def _cross_sections(z_hist: np.ndarray, days: np.ndarray, rng: np.random.Generator, n: int, horizon: int
+                        ) -> np.ndarray:
+        """FHS shocks ``(n, A, H)``: whole cross-sections of the residuals ``z_hist`` ``(T, A)`` drawn from rows
+        ``days``."""
+        return z_hist[rng.choice(days, (n, horizon))].transpose(0, 2, 1)
+
     def scenarios(self, r: pd.DataFrame, rows: np.ndarray, paths: int, horizon: int, seed: int) -> np.ndarray:
         x = r.to_numpy() * PCT
         s2 = self.garch.filter(x, center=self.garch.mu)
@@ -80,7 +87,7 @@ class GarchBaseline:
                 past = full[full <= row]
                 if len(past) == 0:
                     raise ValueError(f"no day with every asset observed before {r.index[row].date()}")
-                z = z_hist[rng.choice(past, (paths, horizon))].transpose(0, 2, 1)        # (n, A, H)
+                z = self._cross_sections(z_hist, past, rng, paths, horizon)
             else:
                 L = cholesky(self.dcc.forecast(q[i], horizon)) if self.dcc is not None else None
                 z = self._shocks(rng, paths, horizon, L)
@@ -96,12 +103,10 @@ class GarchBaseline:
         rng = numpy_rng(seed, "baseline long")
         if self.copula == "fhs":
             z_hist = self._residuals(x, s2)
-            full = np.flatnonzero(np.isfinite(z_hist).all(1))
-            z = z_hist[rng.choice(full, (paths, days))].transpose(0, 2, 1)
+            z = self._cross_sections(z_hist, np.flatnonzero(np.isfinite(z_hist).all(1)), rng, paths, days)
         elif self.dcc is not None:
-            L = cholesky(self.dcc.qbar / np.sqrt(np.outer(np.diag(self.dcc.qbar), np.diag(self.dcc.qbar))))
-            z = self.garch.from_normal(np.einsum("ab,nbh->nah", L, rng.standard_normal((paths, len(L), days))),
-                                       axis=1)
+            L = cholesky(self.dcc.correlation(self.dcc.qbar))
+            z = self._shocks(rng, paths, days, np.broadcast_to(L, (days, *L.shape)))
         else:
             z = self._shocks(rng, paths, days)
         lr, _ = self.garch.simulate(np.repeat(s2[-1][None], paths, 0), z)

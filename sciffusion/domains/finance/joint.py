@@ -86,7 +86,7 @@ def co_movement(x: np.ndarray, levels: np.ndarray, counts: Sequence[int]) -> dic
     return {str(k): float((below >= k).mean()) for k in counts}
 
 
-def _crps_or_nan(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+def crps_or_nan(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Fair CRPS of ensembles ``x`` ``(..., P)`` at observations ``t`` ``(...)``, NaN where ``t`` is."""
     out = np.full(t.shape, np.nan)
     ok = np.isfinite(t)
@@ -113,13 +113,13 @@ def joint_scores(lr: np.ndarray, y: np.ndarray, weights: np.ndarray | None = Non
     w = check_weights(weights, A)
     one, hd = lr[:, 0], lr.sum(1)                    # (O, P, A)
     y1, yh = y[:, 0], y.sum(1)                        # (O, A); an H-day sum is NaN unless all H days are known
-    out = {"crps_1d": _mean_known(_crps_or_nan(np.moveaxis(one, 1, -1), y1)),
-           "crps_hd": _mean_known(_crps_or_nan(np.moveaxis(hd, 1, -1), yh)),
+    out = {"crps_1d": _mean_known(crps_or_nan(np.moveaxis(one, 1, -1), y1)),
+           "crps_hd": _mean_known(crps_or_nan(np.moveaxis(hd, 1, -1), yh)),
            "energy_1d": energy_score(one, y1), "energy_hd": energy_score(hd, yh)}
     if A > 1:
         out["variogram_1d"], out["variogram_hd"] = variogram_score(one, y1), variogram_score(hd, yh)
-        out["portfolio_crps_1d"] = _crps_or_nan(portfolio_returns(one, w), portfolio_returns(y1, w))
-        out["portfolio_crps_hd"] = _crps_or_nan(portfolio_returns(hd, w), portfolio_returns(yh, w))
+        out["portfolio_crps_1d"] = crps_or_nan(portfolio_returns(one, w), portfolio_returns(y1, w))
+        out["portfolio_crps_hd"] = crps_or_nan(portfolio_returns(hd, w), portfolio_returns(yh, w))
     for k in ("energy_hd", "variogram_hd"):
         if k in out:
             out[k] = np.where(np.isfinite(yh).any(-1), out[k], np.nan)  # no H-day truth at all: no score

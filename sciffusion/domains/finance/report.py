@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ...metrics import crps_ensemble_np, diebold_mariano
+from ...metrics import diebold_mariano
 from ...training.fit import TrainedRun, load_trained
 from .baselines import BASELINES, GarchBaseline, bootstrap_long, bootstrap_scenarios
-from .joint import co_movement, joint_scores, portfolio_returns, read_weights
+from .joint import co_movement, crps_or_nan, joint_scores, portfolio_returns, read_weights
 from .risk import backtest, pinball, stylized_facts
 from .scenarios import read_returns, simulate
 from .series import period_slice
@@ -37,13 +37,8 @@ def truth_paths(r: pd.DataFrame, rows: np.ndarray, horizon: int) -> np.ndarray:
 def crps_series(lr: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-origin fair CRPS ``(O, A)`` of the 1-day and of the H-day log return of scenarios ``(O, H, P, A)``
     against the truth ``(O, H, A)``; NaN where the truth is missing."""
-    def one(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        out = np.full(t.shape, np.nan)
-        ok = np.isfinite(t)
-        out[ok] = crps_ensemble_np(x.transpose(0, 2, 1)[ok], t[ok])
-        return out
-
-    return one(lr[:, 0], y[:, 0]), one(lr.sum(1), y.sum(1))
+    return (crps_or_nan(np.moveaxis(lr[:, 0], 1, -1), y[:, 0]),
+            crps_or_nan(np.moveaxis(lr.sum(1), 1, -1), y.sum(1)))
 
 
 def skill(lr: np.ndarray, y: np.ndarray, assets: list[str],
@@ -127,13 +122,20 @@ def risk_report(scen: xr.Dataset, data: str | os.PathLike | pd.DataFrame, run: T
     return report
 
 
+def overlap(rows: np.ndarray, H: int) -> tuple[int, int]:
+    """For origins ``rows`` (about evenly spaced) and H-day windows: (how many origins apart two windows stop
+    overlapping, the Newey-West lag of H-day losses, at most ``len(rows) - 2``)."""
+    every = int(np.median(np.diff(rows))) if len(rows) > 1 else 1
+    step = max(1, -(-H // max(every, 1)))
+    return step, min(step - 1, max(len(rows) - 2, 0))
+
+
 def versus(crps: dict[str, tuple[np.ndarray, np.ndarray]], H: int, assets: list[str], rows: np.ndarray
            ) -> dict[str, Any]:
     """Diebold-Mariano tests of the model's per-origin CRPS against each baseline's (``crps``: each method's
     :func:`crps_series`), per asset: 1 day ahead (no lag) and over the H-day horizon (Newey-West lag for the overlap
     of H-day windows from origins ``rows`` apart)."""
-    every = int(np.median(np.diff(rows))) if len(rows) > 1 else 1
-    lag_h = min(max(-(-H // max(every, 1)) - 1, 0), max(len(rows) - 2, 0))
+    _, lag_h = overlap(rows, H)
     model = crps["sciffusion"]
     out: dict[str, Any] = {}
     for name, base in crps.items():
@@ -151,9 +153,8 @@ def joint_report(sets: dict[str, np.ndarray], y: np.ndarray, w: np.ndarray, rows
     portfolio's VaR/ES backtests (1 day; and H days on origins at least H trading days apart, so the windows do not
     overlap) and lower-tail co-movement (share of days on which >= k assets fall below their 5% quantile)."""
     per = {k: joint_scores(v, y, w) for k, v in sets.items()}
-    every = int(np.median(np.diff(rows))) if len(rows) > 1 else 1
-    apart = np.arange(0, len(rows), max(1, -(-H // max(every, 1))))
-    lag_h = min(max(-(-H // max(every, 1)) - 1, 0), max(len(rows) - 2, 0))
+    step, lag_h = overlap(rows, H)
+    apart = np.arange(0, len(rows), step)
     A = y.shape[-1]
     counts = sorted({1, max(2, A // 4), max(2, A // 2)})
     y1 = y[:, 0]
