@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 import sciffusion as sf
 from sciffusion.diffusion.exact import GaussianDenoiser, GaussianMixtureDenoiser
 
-ALL = ["euler", "heun", "ddim", "ddpm", "dpmpp_2m"]
+ALL = ["euler", "heun", "ddim", "ddpm", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s"]
 # Steps at which each sampler's discretisation error is well below the statistical tolerance of the moment tests
 # (first-order samplers need many more; convergence order is checked separately below).
-STEPS = {"euler": 200, "ddim": 200, "ddpm": 1000, "heun": 40, "dpmpp_2m": 40}
+STEPS = {"euler": 200, "ddim": 200, "ddpm": 1000, "heun": 40, "dpmpp_2m": 40, "dpmpp_3m": 40, "dpmpp_2s": 40}
 
 
 def draw(den, n, sampler, steps, seed=0, shape=(1, 1), grid=None, **kw):
@@ -53,12 +53,74 @@ def ode_error(sampler, steps):
     return float((x - exact).abs().max())
 
 
-@pytest.mark.parametrize("sampler,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("ddim", 1)])
+@pytest.mark.parametrize("sampler,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("ddim", 1), ("dpmpp_2s", 2)])
 def test_convergence_order(sampler, order):
     e1, e2, e3 = (ode_error(sampler, n) for n in (40, 80, 160))
     rate = math.log2(e2 / e3)
     assert abs(rate - order) < 0.25, (e1, e2, e3, rate)
     assert e2 < e1
+
+
+def mixture_ode_errors(sampler, sigma_data, steps=(20, 40, 80, 160), **options):
+    """Max error against the ODE's solution (DPM-Solver++(2M) at 4000 steps, ~1e-7) on a bimodal mixture."""
+    den = GaussianMixtureDenoiser(torch.tensor([[[-1.0]], [[1.0]]], dtype=torch.float64), [0.5, 0.5])
+    x_T = torch.linspace(-30, 30, 101, dtype=torch.float64).reshape(101, 1, 1)
+    a = den.sigma_data if sigma_data else 0.0
+    ref = sf.dpmpp_2m(den, x_T, sf.karras_sigmas(4000, 0.05, 10.0, 7.0)[:-1], sigma_data=a)
+    return [float((sf.SAMPLERS[sampler](den, x_T, sf.karras_sigmas(n, 0.05, 10.0, 7.0)[:-1], sigma_data=a,
+                                        **options) - ref).abs().max()) for n in steps]
+
+
+@pytest.mark.parametrize("sigma_data", [False, True])
+def test_dpmpp_3m_is_third_order_and_the_corrector_raises_it(sigma_data):
+    # Asymptotically the warm-up steps (first and second order, no history yet) add an h^2 term, so the measured
+    # rate over 20-160 steps is 2.6-3.7 for the predictor (2M: 2.0) and 3.5-4.9 with the corrector.
+    for options, lo in (({}, 2.5), ({"corrector": True}, 3.4)):
+        e = mixture_ode_errors("dpmpp_3m", sigma_data, **options)
+        rates = [math.log2(e[i] / e[i + 1]) for i in range(3)]
+        assert min(rates) > lo, (options, e, rates)
+    e2m = mixture_ode_errors("dpmpp_2m", sigma_data, steps=(40,))
+    assert mixture_ode_errors("dpmpp_3m", sigma_data, steps=(40,))[0] < e2m[0] / 3
+
+
+def test_dpmpp_3m_and_2s_with_sigma_data_are_exact_on_gaussian_data():
+    den = GaussianDenoiser(0.0, 0.8)
+    x_T = torch.linspace(-40, 40, 81, dtype=torch.float64).reshape(81, 1, 1)
+    for steps in (2, 5, 12):
+        grid = sf.karras_sigmas(steps, 0.05, 40.0, 7.0)[:-1]
+        exact = den.ode_solution(x_T, float(grid[0]), float(grid[-1]))
+        for name, kw in (("dpmpp_3m", {}), ("dpmpp_3m", {"corrector": True}), ("dpmpp_2s", {})):
+            out = sf.SAMPLERS[name](den, x_T, grid, sigma_data=0.8, **kw)
+            # exact up to the float32 sigma every denoiser is called with (2S's midpoints are not float32 values)
+            assert float((out - exact).abs().max()) < 1e-6, (name, kw, steps)
+            assert float((sf.SAMPLERS[name](den, x_T, grid, **kw) - exact).abs().max()) > 1e-3  # plain is not
+
+
+def test_dpmpp_2s_churn_is_stochastic_and_calibrated():
+    den = GaussianDenoiser(0.0, 0.8)
+    x = draw(den, 20_000, "dpmpp_2s", 30, S_churn=20.0, S_tmin=0.05, S_tmax=50.0).flatten()
+    assert float(x.std()) == pytest.approx(0.8, abs=0.02)
+    a = draw(den, 8, "dpmpp_2s", 10, seed=1, S_churn=20.0)
+    b = draw(den, 8, "dpmpp_2s", 10, seed=1)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="no effect"):
+        draw(den, 8, "dpmpp_2s", 10, S_churn=10.0, S_tmin=1000.0)
+
+
+def test_interpolation_weights_integrate_polynomials_exactly():
+    from scipy.integrate import quad
+
+    from sciffusion.diffusion import exponential as ex
+    for a in (0.0, 0.7):
+        lam, lam_next, nodes = -1.3, 0.4, [-1.3, -2.0, -2.9]
+        w = ex.interpolation_weights(lam, lam_next, nodes, a)
+        poly = lambda t: 1.0 + 0.5 * t - 0.25 * t * t  # noqa: E731 -- any quadratic
+        exact = quad(lambda t: poly(t) / math.hypot(math.exp(-t), a), lam, lam_next)[0]
+        assert sum(wj * poly(n) for wj, n in zip(w, nodes)) == pytest.approx(exact, rel=1e-10)
+        one = ex.interpolation_weights(lam, lam_next, [lam], a)[0]
+        assert one == pytest.approx(quad(lambda t: 1 / math.hypot(math.exp(-t), a), lam, lam_next)[0], rel=1e-10)
+    with pytest.raises(ValueError, match="distinct"):
+        ex.interpolation_weights(0.0, 1.0, [0.0, 0.0], 0.0)
 
 
 def test_ddim_eta0_is_euler_and_eta1_is_ddpm():
@@ -77,7 +139,7 @@ def test_member_independent_of_batch(sampler, shape, dtype):
     den = GaussianDenoiser(0.0, 1.0)
     grid = sf.EDM().sigmas(6)
     seeds = list(range(100, 100 + shape[0]))
-    kw = {"S_churn": 5.0} if sampler == "heun" else {}
+    kw = {"S_churn": 5.0} if sampler in ("heun", "dpmpp_2s") else {}
     full = sf.sample(den, shape, grid, sampler=sampler, generator=sf.generators_from_seeds(seeds), dtype=dtype, **kw)
     assert full.shape == shape and full.dtype == dtype
     part = sf.sample(den, (2, *shape[1:]), grid, sampler=sampler, generator=sf.generators_from_seeds(seeds[-2:]),

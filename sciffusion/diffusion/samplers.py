@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from . import exponential as ex
 from .precond import DenoiserFn
 from .random import Generator, randn, randn_like
 from .tensors import check_batch
@@ -75,6 +76,16 @@ def euler(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraA
     return x
 
 
+def _churn_gammas(sig: Sequence[float], S_churn: float, S_tmin: float, S_tmax: float) -> list[float]:
+    """EDM's per-step churn ``gamma_i = min(S_churn / N, sqrt(2) - 1)`` inside ``[S_tmin, S_tmax]``, else 0."""
+    if S_churn < 0:
+        raise ValueError(f"S_churn must be >= 0; got {S_churn}")
+    if S_churn > 0 and not any(S_tmin <= s <= S_tmax for s in sig[:-1]):
+        raise ValueError(f"S_churn={S_churn} has no effect: no sigma of the grid lies in [S_tmin, S_tmax]")
+    gamma_max = min(S_churn / (len(sig) - 1), math.sqrt(2) - 1)
+    return [gamma_max if S_tmin <= s <= S_tmax else 0.0 for s in sig[:-1]]
+
+
 @torch.no_grad()
 def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None, generator: Generator = None,
          callback: Callback = None, S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
@@ -91,14 +102,9 @@ def heun(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraAr
         S_noise: standard deviation of the added noise relative to the exact amount (EDM uses ~1.003-1.007).
     """
     sig = _prepare(x, sigmas)
-    N = len(sig) - 1
-    if S_churn < 0:
-        raise ValueError(f"S_churn must be >= 0; got {S_churn}")
-    if S_churn > 0 and not any(S_tmin <= s <= S_tmax for s in sig[:-1]):
-        raise ValueError(f"S_churn={S_churn} has no effect: no sigma of the grid lies in [S_tmin, S_tmax]")
-    gamma_max = min(S_churn / N, math.sqrt(2) - 1)
+    gammas = _churn_gammas(sig, S_churn, S_tmin, S_tmax)
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
-        gamma = gamma_max if S_tmin <= s <= S_tmax else 0.0
+        gamma = gammas[i]
         s_hat = s * (1 + gamma)
         if gamma > 0:
             x = x + math.sqrt(s_hat**2 - s**2) * S_noise * randn_like(x, generator)
@@ -208,8 +214,111 @@ def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: Ext
     return x
 
 
+def _split_step(x: Tensor, s: float, s_next: float, a: float, rests: Sequence[Tensor], weights: Sequence[float],
+                ) -> Tensor:
+    """One exponential-integrator step in the Gaussian-split frame (:mod:`.exponential`):
+    ``x' = root(s') (x / root(s) + sum_j w_j R_j)``."""
+    r_next = ex.root(s_next, a)
+    out = (r_next / ex.root(s, a)) * x
+    for w, r in zip(weights, rests):
+        out = out + (r_next * w) * r
+    return out
+
+
+def _check_sigma_data(sigma_data: float) -> float:
+    a = float(sigma_data)
+    if a < 0 or not math.isfinite(a):
+        raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
+    return a
+
+
+@torch.no_grad()
+def dpmpp_3m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None,
+             generator: Generator = None, callback: Callback = None, sigma_data: float = 0.0,
+             corrector: bool = False) -> Tensor:
+    """DPM-Solver++(3M): third-order multistep in ``lambda = -ln(sigma)``, data prediction. 1 NFE per step.
+
+    The rest ``R`` of the denoiser (all of it when ``sigma_data = 0``; see :mod:`.exponential`) is extrapolated by
+    the quadratic in ``lambda`` through its last three values and that polynomial is integrated exactly, so the
+    method is third order on any grid (the first two steps are first and second order: there is no history yet).
+    A final step to sigma 0 returns the denoised value, as every sampler here does.
+
+    Options:
+        sigma_data: the scale of the Gaussian part integrated exactly, in data units (0: the plain solver). As for
+            :func:`dpmpp_2m`, unit-variance Gaussian data come out exact at any number of steps.
+        corrector: a UniPC-style corrector (UniC, Zhao et al. 2023): the model value at the new point, which the
+            next step needs anyway, re-integrates the step just taken through that point as well (one order higher,
+            no extra network call); the next step starts from the corrected state. The callback sees the
+            predicted state.
+    """
+    sig = _prepare(x, sigmas)
+    a = _check_sigma_data(sigma_data)
+    lams: list[float] = []  # lambda and rest R of the last (up to three) evaluations, newest last
+    rests: list[Tensor] = []
+    prev: tuple[Tensor, float] | None = None  # the state and sigma the last step started from (for the corrector)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        denoised = _call(denoiser, x, s, extra_args)
+        lam = -math.log(s)
+        if lams and lams[-1] == lam:  # a repeated sigma: keep the newer value only
+            lams.pop(), rests.pop()
+        lams.append(lam)
+        rests.append(denoised - ex.linear_coefficient(s, a) * x)
+        del lams[:-3], rests[:-3]
+        if corrector and prev is not None and len(lams) >= 2:
+            x_prev, s_prev = prev
+            nodes = lams[-3:]
+            x = _split_step(x_prev, s_prev, s, a, rests[-3:],
+                            ex.interpolation_weights(-math.log(s_prev), lam, nodes, a))
+        if s_next == 0:
+            x = denoised
+        elif s_next < s:
+            prev = (x, s)
+            x = _split_step(x, s, s_next, a, rests, ex.interpolation_weights(lam, -math.log(s_next), lams, a))
+        if callback:
+            callback({"i": i, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2s(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None,
+             generator: Generator = None, callback: Callback = None, sigma_data: float = 0.0, S_churn: float = 0.0,
+             S_tmin: float = 0.0, S_tmax: float = float("inf"), S_noise: float = 1.0) -> Tensor:
+    """DPM-Solver++(2S) with EDM's stochastic churn: the second-order stochastic sampler GenCast uses.
+
+    Each step first churns as :func:`heun` does (noise raised from ``sigma`` to ``sigma_hat = sigma (1 + gamma)``
+    with fresh noise), then takes a second-order single step to ``sigma_next``: a first-order step to the
+    ``lambda`` midpoint ``sqrt(sigma_hat sigma_next)``, a model call there, and the step integrated with the
+    linear interpolant of ``R`` through both values (:mod:`.exponential`). A final step to sigma 0 returns the
+    denoised value. NFE = 2 N - 1 when the grid ends in 0.
+
+    Options: ``sigma_data`` as for :func:`dpmpp_2m`; ``S_churn``, ``S_tmin``, ``S_tmax``, ``S_noise`` as for
+    :func:`heun` (EDM's names; 0 churn is the deterministic DPM-Solver++(2S)).
+    """
+    sig = _prepare(x, sigmas)
+    a = _check_sigma_data(sigma_data)
+    gammas = _churn_gammas(sig, S_churn, S_tmin, S_tmax)
+    for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
+        s_hat = s * (1 + gammas[i])
+        if gammas[i] > 0:
+            x = x + math.sqrt(s_hat**2 - s**2) * S_noise * randn_like(x, generator)
+        denoised = _call(denoiser, x, s_hat, extra_args)
+        if s_next == 0:
+            x = denoised
+        elif s_next < s_hat:
+            r0 = denoised - ex.linear_coefficient(s_hat, a) * x
+            s_mid = math.sqrt(s_hat * s_next)
+            x_mid = _split_step(x, s_hat, s_mid, a, [r0], [ex.first_order_weight(s_hat, s_mid, a)])
+            r1 = _call(denoiser, x_mid, s_mid, extra_args) - ex.linear_coefficient(s_mid, a) * x_mid
+            lam, lam_mid, lam_next = -math.log(s_hat), -math.log(s_mid), -math.log(s_next)
+            x = _split_step(x, s_hat, s_next, a, [r0, r1], ex.interpolation_weights(lam, lam_next, [lam, lam_mid], a))
+        if callback:
+            callback({"i": i, "x": x, "sigma": s_hat, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm, "dpmpp_2m": dpmpp_2m,
+    "euler": euler, "heun": heun, "ddim": ddim, "ddpm": ddpm, "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m,
+    "dpmpp_2s": dpmpp_2s,
 }
 
 
@@ -250,7 +359,7 @@ def check_options(sampler: str | Callable[..., Tensor], options: Mapping[str, ob
 def nfe(sampler: str | Callable, steps: int, ends_in_zero: bool = True) -> int:
     """Network evaluations a sampler makes over a grid of ``steps`` steps."""
     name = sampler if isinstance(sampler, str) else sampler.__name__
-    if name == "heun":
+    if name in ("heun", "dpmpp_2s"):
         return 2 * steps - (1 if ends_in_zero else 0)
     return steps
 
