@@ -42,6 +42,8 @@ from .samplers import (
     ddim,
     ddpm,
     dpmpp_2m,
+    dpmpp_2s,
+    dpmpp_3m,
     euler,
     heun,
     nfe,
@@ -49,18 +51,20 @@ from .samplers import (
     sampler_options,
     validate_sigmas,
 )
+from .schedule import fit_sigmas, steps_for_nfe
 from .tensors import append_dims, check_batch
 from .tiling import TiledDenoiser, blend_window, tile_starts
 
 __all__ = [
     "EDM", "VE", "VP", "Fixed", "NoiseProcess", "alpha_bar_to_sigma", "karras_sigmas", "logsnr_to_sigma",
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
-    "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "euler", "heun", "nfe",
+    "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2s", "dpmpp_3m",
+    "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "KnownCombinations",
     "combination_constraints", "concat_condition", "initial_state",
     "partial_diffusion", "GaussianDenoiser", "GaussianMixtureDenoiser", "ring_mixture", "coarse_noise",
     "derive_seed", "numpy_rng",
     "DenoiserWrapper", "ScaledDenoiser", "TowardsGaussian", "declared_sigma_data", "check_options", "sampler_options",
     "generators_from_seeds", "randn", "randn_like", "append_dims", "check_batch",
-    "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
+    "fit_sigmas", "steps_for_nfe", "TiledDenoiser", "blend_window", "tile_starts", "denoising_nll",
 ]

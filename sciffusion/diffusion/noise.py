@@ -39,7 +39,8 @@ def logsnr_to_sigma(logsnr: Tensor) -> Tensor:
     return torch.exp(-0.5 * logsnr)
 
 
-def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, device=None) -> Tensor:
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, device=None,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
     """EDM grid (Karras et al. 2022, eq. 5): ``steps`` levels from ``sigma_max`` to ``sigma_min`` then a final 0."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}")
@@ -48,7 +49,7 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     inv_rho = 1.0 / rho
     sig = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
-    return torch.cat([sig, sig.new_zeros(1)]).to(device=device, dtype=torch.float32)
+    return torch.cat([sig, sig.new_zeros(1)]).to(device=device, dtype=dtype)
 
 
 # --- processes ---------------------------------------------------------------------------------------------------
