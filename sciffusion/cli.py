@@ -137,8 +137,9 @@ def _add_config_flags(p: argparse.ArgumentParser, flags: tuple, task: Any, kind:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     flags = tuple({f.name: f for f in flags}.values())  # a task's flag replaces a common one of the same name
     for f in flags:
+        extra = {"const": f.const} if f.nargs == "?" else {}
         p.add_argument(f.name, dest=FLAG_PREFIX + f.key, type=f.type, nargs=f.nargs, default=argparse.SUPPRESS,
-                       metavar=f.name.lstrip("-").upper().replace("-", "_"), help=f"{f.help} [{f.key}]")
+                       metavar=f.name.lstrip("-").upper().replace("-", "_"), help=f"{f.help} [{f.key}]", **extra)
     p.set_defaults(func=cmd_task, func_kind=kind, task_obj=task, flags=flags)
 
 

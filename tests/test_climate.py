@@ -705,3 +705,37 @@ def test_forecast_with_normal_uncertainty(ostia_run, tmp_path):
     with pytest.raises(ValueError, match="one or the other"):
         forecast(run, OSTIA, init_period="2009-04/2009-09", leads=1, members=2, normal_years=1,
                  normal_uncertainty=0.5)
+
+
+def test_evaluate_nfe_reports_each_setting_and_stores_the_cheapest_converged(ostia_run, tmp_path, capsys):
+    import shutil
+
+    from sciffusion.domains.climate.evaluate import score_table
+
+    run = tmp_path / "run"
+    shutil.copytree(ostia_run[0], run)
+    out = tmp_path / "nfe.json"
+    assert main(["evaluate", "forecast", "--run", str(run), "--data", str(OSTIA), "--nfe", "2", "5",
+                 "--samplers", "dpmpp_2m", "dpmpp_3m", "--init-period", "2009-04/2009-06", "--leads", "2",
+                 "--members", "3", "--out", str(out), "--store"]) == 0
+    report = json.loads(out.read_text())["nfe"]
+    rows = report["rows"]
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("dpmpp_2m", 2), ("dpmpp_2m", 5), ("dpmpp_3m", 2),
+                                                         ("dpmpp_3m", 5)]
+    # the score of a row is the mean CRPS of the forecast that setting makes, computed here by the public route
+    fc = forecast(ostia_run[0], OSTIA, init_period="2009-04/2009-06", leads=2, members=3,
+                  sampling={"sampler": "dpmpp_3m", "steps": 2})
+    entry = score_table({"sciffusion": fc}, truth_for(fc, OSTIA))["surface_temperature"]["sciffusion"]
+    assert rows[2]["score"] == pytest.approx(np.mean([entry["1"]["crps"], entry["2"]["crps"]]), rel=1e-9)
+    conv = report["converged"]
+    assert conv["nfe"] == 5 and conv["sampler"] == "dpmpp_2m"
+    ok = [r for r in rows if r["score"] <= conv["score"] * 1.01]
+    assert report["chosen"]["nfe"] == min(r["nfe"] for r in ok)
+    assert "cheapest within 1%" in capsys.readouterr().out
+    from sciffusion.training import load_trained
+
+    stored = load_trained(run).sampling_spec()
+    assert (stored.sampler, stored.steps) == (report["chosen"]["sampler"], report["chosen"]["steps"])
+    assert main(["evaluate", "forecast", "--data", str(OSTIA), "--nfe", "2"]) == 2  # no run to sample with
+    assert main(["evaluate", "forecast", "--data", str(OSTIA)]) == 2  # neither a file nor --nfe
+    assert "--forecast FILE" in capsys.readouterr().err

@@ -344,3 +344,21 @@ def test_a_non_numeric_price_cell_is_named_not_dropped(tmp_path, capsys):
     with pytest.warns(UserWarning, match=r"columns \['sector'\] hold no numbers"):
         table = read_table(path)
     assert list(table.columns) == ["AAA", "BBB"] and np.isnan(table["AAA"].iloc[4])
+
+
+def test_a_grid_fitted_at_training_is_stored_used_and_replaced_by_other_steps(arrays, tmp_path):
+    run = tmp_path / "fit"
+    assert main(["train", "generate", "--data", str(arrays), "--out", str(run), "--max-steps", "2", *FAST,
+                 "--set", "sampling.sampler=dpmpp_2m", "--set", "sampling.fit_nfe=4"]) == 0
+    loaded = sf.load_trained(run)
+    grid = loaded.config["sampling"]["grid"]
+    assert len(grid) == 5 and grid[-1] == 0.0 and all(b <= a for a, b in zip(grid, grid[1:]))
+    assert grid[0] == pytest.approx(loaded.sampling_spec().sigma_max)  # fitted from where sampling starts
+    fit = json.loads((run / "metadata.json").read_text())["metrics"]["grid_fit"]
+    assert fit["nfe"] == 4 and fit["grid"] == grid and fit["samples"] > 0
+    assert loaded.sampling_spec().steps == 4 and loaded.sampling_spec().sigmas().tolist() == grid
+    # another step count (or range) asked for at sampling replaces the fitted grid instead of being ignored
+    other = loaded.sampling_spec({"steps": 6})
+    assert other.grid is None and other.steps == 6 and len(other.sigmas()) == 7
+    assert main(["generate", "--run", str(run), "--num", "2", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..diffusion import measure_sigma_data
+from ..diffusion import derive_seed, measure_sigma_data
 from ..training.config import merge, parse_value, set_key
 from ..training.data import ArrayDataset, DiffusionDataModule
 from ..training.fit import export_run, fit
 from ..training.module import DiffusionModule
-from ..training.sampling import SamplingSpec
+from ..training.sampling import SamplingSpec, fit_grid
 from ..training.schema import (
     DataConfig,
     ModelConfig,
@@ -58,6 +58,7 @@ class Flag:
     help: str
     type: Callable[[str], Any] = parse_value
     nargs: str | None = None
+    const: Any = None  # with nargs="?": the value of the bare flag (``--store`` alone sets True)
 
 
 COMMON_TRAIN_FLAGS = (
@@ -83,7 +84,7 @@ COMMON_SAMPLE_FLAGS = (
     Flag("--run", "run", "trained run directory"),
     Flag("--out", "out", "output file"),
     Flag("--steps", "sampling.steps", "sampler steps", int),
-    Flag("--sampler", "sampling.sampler", "heun, euler, dpmpp_2m, ddim, ddpm"),
+    Flag("--sampler", "sampling.sampler", "dpmpp_2m, dpmpp_3m, dpmpp_2s, heun, euler, ddim, ddpm"),
     Flag("--seed", "seed", "seed of every draw (each sample's noise is derived from it and the sample's identity)",
          int),
     Flag("--device", "sampling.device", "cpu, cuda or auto"),
@@ -131,7 +132,7 @@ class Task:
         schema = merge_schema(common_schema(), infer_schema(self.default_config()))
         for f in self.flags():
             one = {int: int, float: float}.get(f.type, Any)
-            add_key(schema, f.key, one if f.nargs is None else list[one])  # type: ignore[valid-type]
+            add_key(schema, f.key, one if f.nargs in (None, "?") else list[one])  # type: ignore[valid-type]
         return schema
 
     def check(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -211,13 +212,30 @@ def _sigma_data(dataset: Any) -> float:
     return measure_sigma_data(torch.stack([it["x"] for it in items]), mask)
 
 
+def _fit_grid(module: DiffusionModule, datamodule: DiffusionDataModule, spec: SamplingSpec, seed: int,
+              max_items: int = 256) -> dict[str, Any]:
+    """``sampling.fit_nfe``: the grid fitted on (up to ``max_items``) validation samples, else training ones."""
+    data = datamodule.val if datamodule.val is not None and len(datamodule.val) > 0 else datamodule.train
+    items = [data[i] for i in range(min(len(data), max_items))]
+    x = torch.stack([it["x"] for it in items])
+    cond = torch.stack([it["cond"] for it in items]) if "cond" in items[0] else None
+    device = next(module.parameters()).device
+    fitted = fit_grid(module.denoiser(), x, spec, cond=cond, seed=derive_seed(seed, "grid fit"), device=device)
+    split = "validation" if data is datamodule.val else "training"
+    return {"sampling": {"grid": fitted.grid},
+            "metrics": {"grid_fit": {"nfe": spec.fit_nfe, "sampler": spec.sampler, "samples": len(x),
+                                     "split": split, "grid": fitted.grid}}}
+
+
 def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: dict[str, Any],
                  metadata: dict[str, Any] | None = None, state: dict[str, torch.Tensor] | None = None,
-                 calibrate: Callable[[DiffusionModule], dict[str, Any]] | None = None) -> pathlib.Path:
+                 calibrate: Callable[[DiffusionModule, dict[str, Any]], dict[str, Any]] | None = None) -> pathlib.Path:
     """The one training path: measure ``sigma_data`` on the training split, build the module from
     ``config["model"]`` with the task's network shape ``net`` (dims, channels in/out/cond, periodic axes), fit with
     Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory with the task's
-    ``metadata`` and ``state`` tensors. ``calibrate(module)`` (rank 0, after training) may return
+    ``metadata`` and ``state`` tensors. With ``sampling.fit_nfe`` set, the grid is fitted to the validation split
+    first (rank 0, :func:`~sciffusion.training.sampling.fit_grid`) and stored. ``calibrate(module, sampling)`` (rank 0,
+    after training; ``sampling``: the settings so far, fitted grid included) may return
     ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
     chosen after training) and metadata."""
     model = _without_none(dict(config["model"]))
@@ -232,8 +250,14 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
                   progress=t.progress, identity={"task": config.get("task"), "model": model,
                                                  "data": data_fingerprint(config["data"].get("path"))})
     metadata = dict(metadata or {})
+    spec = SamplingSpec.from_settings(config.get("sampling"))
+    if spec.fit_nfe is not None and trainer.is_global_zero:
+        fitted = _fit_grid(module.eval(), datamodule, spec, int(config["seed"]))
+        config = {**config, "sampling": {**config.get("sampling", {}), **fitted["sampling"]}}
+        metadata["metrics"] = {**metadata.get("metrics", {}), **fitted["metrics"]}
     if calibrate is not None and trainer.is_global_zero:
-        found = calibrate(module.eval())
+        # the hook samples with the settings chosen so far (a fitted grid), not those it was built with
+        found = calibrate(module.eval(), config.get("sampling", {}))
         config = {**config, "sampling": {**config.get("sampling", {}), **found.get("sampling", {})}}
         for section, values in found.get("config", {}).items():
             config[section] = {**config.get(section, {}), **values}

@@ -22,9 +22,15 @@ def draw(module: DiffusionModule, shape: tuple[int, ...], seeds: list[int], spec
     return sample_batched(module.denoiser(), shape, seeds, spec, cond=cond, device=device)
 
 
+def as_spec(sampling: dict[str, Any] | SamplingSpec) -> SamplingSpec:
+    """A hook's sampling settings, typed."""
+    return sampling if isinstance(sampling, SamplingSpec) else SamplingSpec.from_settings(sampling)
+
+
 def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, seed: int,
-                      max_items: int = 64) -> Callable[[DiffusionModule], dict[str, Any]]:
-    """A ``calibrate(module)`` hook for :func:`~sciffusion.tasks.run_training`.
+                      max_items: int = 64) -> Callable[..., dict[str, Any]]:
+    """A ``calibrate(module, sampling=None)`` hook for :func:`~sciffusion.tasks.run_training` (``sampling``: the
+    settings to sample with, when training has changed them since, e.g. a fitted grid).
 
     It samples ``sampling.calibration_members`` members for (up to ``max_items``) validation samples (``x`` target,
                                                                                                       ``cond``, optional
@@ -33,11 +39,11 @@ def spread_calibrator(val: Dataset, sampling: dict[str, Any] | SamplingSpec, see
     conditional mean, as ``{"sampling": {"inflation"}, "metrics": {...}}``.
     """
 
-    spec = sampling if isinstance(sampling, SamplingSpec) else SamplingSpec.from_settings(sampling)
-    spec = spec.replace(inflation=None)  # calibration measures the raw spread
-    members = spec.calibration_members
+    built = as_spec(sampling)
 
-    def calibrate(module: DiffusionModule) -> dict[str, Any]:
+    def calibrate(module: DiffusionModule, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+        spec = (built if sampling is None else as_spec(sampling)).replace(inflation=None)  # measure the raw spread
+        members = spec.calibration_members
         if len(val) == 0 or not spec.calibrate or members < 2:
             return {}
         device = next(module.parameters()).device

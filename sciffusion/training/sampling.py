@@ -18,12 +18,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diffusion import declared_sigma_data, generators_from_seeds, karras_sigmas, sample
+from ..diffusion import declared_sigma_data, fit_sigmas, generators_from_seeds, karras_sigmas, sample
 from ..diffusion.precond import DenoiserFn, TowardsGaussian
 from ..diffusion.samplers import SAMPLERS, check_options, sampler_options, validate_sigmas
 
 # The sampler options a spec can hold (each is passed only when set, and only to a sampler that takes it).
-OPTION_KEYS = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta")
+OPTION_KEYS = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta", "corrector")
+# The options that add noise (a grid is fitted without them, for the deterministic sampler).
+NOISE_KEYS = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta")
+# The settings an explicit grid replaces.
+GRID_KEYS = ("steps", "sigma_min", "sigma_max", "rho")
 
 
 @dataclass(frozen=True)
@@ -34,18 +38,19 @@ class SamplingSpec:
     EDM's (Karras et al. 2022, eq. 5) over ``[sigma_min, sigma_max]`` plus a final 0.
     """
 
-    sampler: str = "heun"  # name in sciffusion.SAMPLERS: euler, heun, ddim, ddpm, dpmpp_2m
+    sampler: str = "heun"  # name in sciffusion.SAMPLERS: euler, heun, ddim, ddpm, dpmpp_2m, dpmpp_3m, dpmpp_2s
     steps: int = 32  # steps over the grid (network calls: sciffusion.nfe(sampler, steps))
     sigma_min: float = 0.002  # smallest non-zero noise level of the grid, in normalised data units
     sigma_max: float = 80.0  # largest noise level (where sampling starts), in normalised data units
     rho: float = 7.0  # EDM's grid exponent: larger puts more steps at low noise
     # an explicit descending sigma grid, used exactly as given (replaces the four above)
     grid: list[float] | None = None
-    S_churn: float | None = None  # heun: total stochastic churn (EDM's spelling; None or 0: deterministic)
-    S_tmin: float | None = None  # heun: churn only where sigma >= S_tmin (sigma units)
-    S_tmax: float | None = None  # heun: churn only where sigma <= S_tmax (sigma units)
-    S_noise: float | None = None  # heun: std of the churn noise relative to the exact amount
+    S_churn: float | None = None  # heun, dpmpp_2s: total stochastic churn (EDM's spelling; None or 0: deterministic)
+    S_tmin: float | None = None  # heun, dpmpp_2s: churn only where sigma >= S_tmin (sigma units)
+    S_tmax: float | None = None  # heun, dpmpp_2s: churn only where sigma <= S_tmax (sigma units)
+    S_noise: float | None = None  # heun, dpmpp_2s: std of the churn noise relative to the exact amount
     eta: float | None = None  # ddim: fresh-noise scale in [0, 1] (0 deterministic, 1 ancestral)
+    corrector: bool | None = None  # dpmpp_3m: UniPC-style corrector (one order higher, no extra network call)
     exact_gaussian: bool = True  # integrate the N(0, sigma_data^2) part of the ODE exactly (dpmpp_2m)
     batch_size: int = 32  # samples per batch of network calls (the memory knob)
     device: str = "auto"  # cpu, cuda, cuda:N or auto (cuda when available)
@@ -55,6 +60,9 @@ class SamplingSpec:
     # 1 = the model as trained, 0 = the base law; tasks with a statistical base choose it on validation data
     net_weight: float = 1.0
     calibrate: bool = True  # training: choose the inflation on the validation split (tasks with a condition)
+    # training: fit the grid for this many network calls to the validation split (sciffusion.fit_sigmas, the
+    # spec's sampler and sigma_max) and store it as `grid`; None keeps EDM's grid over [sigma_min, sigma_max]
+    fit_nfe: int | None = None
     calibration_members: int = 8  # training: members per validation sample when calibrating
 
     def __post_init__(self) -> None:
@@ -75,6 +83,8 @@ class SamplingSpec:
             raise ValueError(f"sampling.net_weight must be in [0, 1]; got {self.net_weight}")
         if self.inflation is not None and not self.inflation > 0:
             raise ValueError(f"sampling.inflation must be > 0; got {self.inflation}")
+        if self.fit_nfe is not None and self.fit_nfe < 1:
+            raise ValueError(f"sampling.fit_nfe must be >= 1; got {self.fit_nfe}")
         check_options(self.sampler, self.set_options())
 
     @classmethod
@@ -85,7 +95,10 @@ class SamplingSpec:
         from .schema import check_config, dataclass_schema
 
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        merged = check_config({"sampling": {**(settings or {}), **given}}, {"sampling": dataclass_schema(cls)})
+        base = dict(settings or {})
+        if "grid" not in given and any(k in given for k in GRID_KEYS):
+            base.pop("grid", None)  # asking for other steps or another range replaces a stored (fitted) grid
+        merged = check_config({"sampling": {**base, **given}}, {"sampling": dataclass_schema(cls)})
         return cls(**merged["sampling"])
 
     def replace(self, **changes: Any) -> SamplingSpec:
@@ -217,3 +230,21 @@ def conditional_mean(denoiser: DenoiserFn, shape: Sequence[int], cond: Tensor, s
             x = torch.zeros((len(c), *shape), device=device)
             out.append(denoiser(x, torch.full((len(c),), float(sigma), device=device), cond=c).float())
     return torch.cat(out)
+
+
+def fit_grid(denoiser: DenoiserFn, x: Tensor, spec: SamplingSpec, *, cond: Tensor | None = None, seed: int = 0,
+             device: torch.device | str | None = None) -> SamplingSpec:
+    """``spec`` with the grid :func:`~sciffusion.fit_sigmas` fits for ``spec.fit_nfe`` network calls of
+    ``spec.sampler`` on the batch ``x`` ``(B, C, *spatial)`` (normalised units) and its conditions ``cond`` ``(B,
+    ...)``, from ``spec.sigma_start``; the model as it samples (``net_weight``, the exact-Gaussian option). Churn and
+    ``eta`` are left out of the fit (it needs a deterministic sampler) and kept for sampling."""
+    if spec.fit_nfe is None:
+        raise ValueError("sampling.fit_nfe is not set: nothing to fit")
+    device = spec.resolve_device(device)
+    den = spec.shrink(denoiser)
+    options = {k: v for k, v in spec.options(den).items() if k not in NOISE_KEYS}
+    extra = None if cond is None else {"cond": cond.to(device)}
+    with torch.inference_mode(), spec.autocast(device):
+        grid = fit_sigmas(den, x.to(device), spec.fit_nfe, spec.sampler, extra_args=extra,
+                          sigma_max=spec.sigma_start, seed=seed, **options)
+    return spec.replace(grid=grid.tolist())

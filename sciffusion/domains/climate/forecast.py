@@ -203,9 +203,17 @@ class Forecast(Task):
         Flag("--forecast", "evaluate.forecast", "forecast file written by 'sciffusion forecast'"),
         Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
              nargs="+"),
-        Flag("--members", "evaluate.members", "members of the stochastic baselines", int),
+        Flag("--members", "evaluate.members", "members of the stochastic baselines (and of --nfe forecasts)", int),
+        Flag("--nfe", "evaluate.nfe", "instead of scoring a file: forecast with the run at each of these numbers of "
+             "network calls and report the cheapest within 1%% of the converged CRPS (needs --run)", int, nargs="+"),
+        Flag("--samplers", "evaluate.samplers", "with --nfe: samplers to compare (default: the run's)", nargs="+"),
+        Flag("--init-period", "evaluate.init_period", "with --nfe: initial times to forecast from"),
+        Flag("--leads", "evaluate.leads", "with --nfe: steps to roll out", int),
+        Flag("--normal-uncertainty", "evaluate.normal_uncertainty", "with --nfe: as for 'sciffusion forecast'", float),
+        Flag("--store", "evaluate.store", "with --nfe: make the chosen sampler and steps the run's default",
+             nargs="?", const=True),
     )
-    required_evaluate = ("evaluate.forecast", "data.path")
+    required_evaluate = ("data.path",)
 
     # --- training --------------------------------------------------------------------------------------------
     def train(self, config: dict[str, Any]) -> pathlib.Path:
@@ -285,6 +293,10 @@ class Forecast(Task):
         from .evaluate import BASELINES, evaluate_forecast, format_table
 
         e = config.get("evaluate", {})
+        if e.get("nfe"):
+            return self.evaluate_nfe(config)
+        if not e.get("forecast"):
+            raise ValueError("give --forecast FILE to score, or --run RUN with --nfe N... to compare sampling costs")
         fc = to_internal(open_output(e["forecast"], "forecast"))
         base = e.get("baselines") or list(BASELINES)
         base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
@@ -299,6 +311,41 @@ class Forecast(Task):
 
             forecast_plots(table, split_levels(fc), truth_for(fc, config["data"]["path"]), e["plots"])
         return report_scores(table, format_table(table), config.get("out"))
+
+    def evaluate_nfe(self, config: dict[str, Any]) -> pathlib.Path | str:
+        """``--nfe``: the run's forecasts at each NFE (same seeds), scored by the mean fair CRPS over variables and
+        leads; the report names the cheapest setting within 1% of the converged CRPS."""
+        from ...tasks.nfe import format_nfe, nfe_settings, nfe_sweep, plot_nfe, store_sampling
+        from .evaluate import score_table, truth_for
+
+        e = config["evaluate"]
+        if not config.get("run"):
+            raise ValueError("--nfe forecasts with a trained run: give --run")
+        run = load_trained(config["run"], task=self.name)
+        spec = run.sampling_spec()
+        data = config["data"]["path"]
+        seed = int(config.get("seed") or 0)
+
+        def score(overrides: dict[str, Any]) -> dict[str, Any]:
+            fc = forecast(run, data, init_period=e.get("init_period"), leads=int(e.get("leads") or 3),
+                          members=int(e.get("members") or 16), seed=seed, sampling=overrides,
+                          normal_uncertainty=float(e.get("normal_uncertainty") or 0.0))
+            table = score_table({"sciffusion": fc}, truth_for(fc, data))
+            cells = [entry[lead] for methods in table.values() for entry in [methods["sciffusion"]]
+                     for lead in entry if lead.isdigit()]
+            return {"score": float(np.mean([c["crps"] for c in cells])),
+                    "spread_skill": float(np.mean([c["spread_skill"] for c in cells]))}
+
+        report = nfe_sweep(score, nfe_settings(e["nfe"], e.get("samplers") or [spec.sampler]))
+        text = format_nfe(report, "CRPS")
+        if e.get("plots"):
+            pathlib.Path(e["plots"]).mkdir(parents=True, exist_ok=True)
+            plot_nfe(report, pathlib.Path(e["plots"]) / "nfe_crps.png", "mean fair CRPS")
+        if e.get("store"):
+            c = report["chosen"]
+            store_sampling(config["run"], c)
+            text += f"\nstored in {config['run']}: sampler {c['sampler']}, {c['steps']} steps"
+        return report_scores({"nfe": report}, text, config.get("out"))
 
 
 @dataclass

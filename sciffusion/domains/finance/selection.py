@@ -24,7 +24,7 @@ import torch
 
 from ...diffusion import derive_seed
 from ...metrics import diebold_mariano
-from ...tasks.calibration import draw
+from ...tasks.calibration import as_spec, draw
 from ...training.module import DiffusionModule
 from ...training.sampling import SamplingSpec
 from .joint import joint_scores
@@ -48,20 +48,21 @@ def choose_weight(ratios: dict[float, float], pvalues: dict[float, float] | None
 
 def net_weight_selector(cond: np.ndarray, y: np.ndarray, to_returns: Callable[[torch.Tensor, np.ndarray], np.ndarray],
                         sampling: dict[str, Any] | SamplingSpec, seed: int, paths: int = 16,
-                        weights: Sequence[float] = NET_WEIGHTS) -> Callable[[DiffusionModule], dict[str, Any]]:
-    """A ``calibrate(module)`` hook for :func:`~sciffusion.tasks.run_training` that picks ``sampling.net_weight``.
+                        weights: Sequence[float] = NET_WEIGHTS) -> Callable[..., dict[str, Any]]:
+    """A ``calibrate(module, sampling=None)`` hook for :func:`~sciffusion.tasks.run_training` that picks
+    ``sampling.net_weight``.
 
     ``cond`` ``(O, C_cond, H)``: the conditions of the validation origins; ``y`` ``(O, H, A)``: their realised log
     returns; ``to_returns(x, rows)`` turns normalised model samples ``(n, A, H)`` drawn for origins ``rows`` into log
     returns ``(n, A, H)``. Returns ``{"sampling": {"net_weight"}, "metrics": {...}}`` with every weight's scores.
     """
-    spec = sampling if isinstance(sampling, SamplingSpec) else SamplingSpec.from_settings(sampling)
-    spec = spec.replace(inflation=None, net_weight=1.0)
+    built = as_spec(sampling)
     O, H, A = y.shape
 
-    def select(module: DiffusionModule) -> dict[str, Any]:
+    def select(module: DiffusionModule, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
         if O == 0:
             return {}
+        spec = (built if sampling is None else as_spec(sampling)).replace(inflation=None, net_weight=1.0)
         rows = np.repeat(np.arange(O), paths)
         seeds = [derive_seed(seed, "net weight selection", int(o), p) for o in range(O) for p in range(paths)]
         c = torch.from_numpy(np.ascontiguousarray(cond[rows]))

@@ -266,8 +266,8 @@ class Anomaly(Task):
         scans = scans_from_config(config)
         p = int(config["data"]["patch"])
 
-        def calibrate_on_holdout(module: Any) -> dict[str, Any]:
-            run = TrainedRun(module, None, config)
+        def calibrate_on_holdout(module: Any, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+            run = TrainedRun(module, None, config if sampling is None else {**config, "sampling": sampling})
             found: dict[str, Any] = {"metrics": {}}
             settings: dict[str, Any] = {}
             if a.get("validation"):  # choose levels and score on a scan with known lesions, store them in the run
