@@ -9,6 +9,7 @@ Errors are one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import sys
@@ -40,7 +41,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "normalizer": run["normalizer"] is not None,
         "task_state": sorted(run["state"]) if run["state"] is not None else [],
         "files": sorted(man["files"]),
+        "sampling": {k: cfg.get("sampling", {}).get(k) for k in ("sampler", "steps", "grid", "inflation")},
     }
+    if meta.get("distilled"):  # a few-step student: say what it is and of which run
+        summary["distilled"] = meta["distilled"]
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -113,6 +117,19 @@ def check_outputs(config: dict[str, Any], kind: str) -> None:
                 raise ValueError(f"refusing to write {out}: it is {what}; choose another output path")
 
 
+def set_threads(n: int | None) -> None:
+    """``--threads N``: torch's intra-op threads (and its inter-op pool, which can only be set once, before use)."""
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1; got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+    with contextlib.suppress(RuntimeError):  # already set, or parallel work has started: keep torch's
+        torch.set_num_interop_threads(n)
+
+
 def cmd_task(args: argparse.Namespace) -> int:
     """``train TASK`` or a task's sampling verb: resolve the config, then hand it to the task."""
     task, kind = args.task_obj or _task_of_run(args), args.func_kind
@@ -126,6 +143,7 @@ def cmd_task(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0
+    set_threads(config.get("threads"))
     out = getattr(task, kind)(config)
     print(f"{'trained ' + task.name + ':' if kind == 'train' else 'wrote'} {out}", file=sys.stderr)
     return 0
@@ -161,6 +179,35 @@ def _verb_parsers(sub: Any, tasks: list, common: tuple) -> None:
         p.set_defaults(task_choices=group)
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """``distill --run RUN --out FAST``: train a few-step student of a run on the run's own data and task."""
+    import copy
+
+    from .domains import TASKS
+
+    teacher = pathlib.Path(args.run)
+    cfg = load_run(teacher)["config"]
+    task = next((t for t in TASKS.values() if t.name == cfg.get("task") and t.uses_runs_of is None), None)
+    if task is None:
+        raise ValueError(f"{teacher} is a {cfg.get('task')!r} run, which has no training path to distil through")
+    out = pathlib.Path(args.out)
+    if out.resolve() == teacher.resolve() or teacher.resolve() in out.resolve().parents:
+        raise ValueError(f"refusing to write {out}: it is the teacher run; choose another --out")
+    config = copy.deepcopy(cfg)
+    config["out"] = str(out)
+    config["distill"] = {"teacher": str(teacher.resolve()), "steps": args.steps, "substeps": args.substeps}
+    trainer = config.setdefault("trainer", {})
+    trainer["max_steps"] = args.max_steps or max(100, int(trainer.get("max_steps", 800)) // 2)
+    if args.data:
+        config["data"]["path"] = args.data[0] if len(args.data) == 1 else args.data
+    for a in args.set or []:
+        set_key(config, *parse_assignment(a))
+    config = task.check(config)
+    set_threads(args.threads)
+    print(f"distilled {task.name}: {task.train(config)}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .domains import TASKS  # importing the domains registers every task
     from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS, load_plugins
@@ -185,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
             _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
                               COMMON_EVALUATE_FLAGS + task.evaluate_flags, task, "evaluate")
     _verb_parsers(sub, list(TASKS.values()), COMMON_SAMPLE_FLAGS)
+    d = sub.add_parser("distill", help="turn a trained run into a few-step run (step distillation on its own data)")
+    d.add_argument("--run", required=True, help="the trained (teacher) run")
+    d.add_argument("--out", required=True, help="the distilled run directory to create (or resume)")
+    d.add_argument("--steps", type=int, default=4, help="sampling steps of the distilled run (network calls)")
+    d.add_argument("--substeps", type=int, default=4, help="teacher solver steps per student step")
+    d.add_argument("--max-steps", type=int, help="optimizer steps (default: half the teacher's, at least 100)")
+    d.add_argument("--data", nargs="+", help="the training data, if not where the teacher's config says")
+    d.add_argument("--threads", type=int, help="CPU threads for torch")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="set any config key, e.g. trainer.devices=2")
+    d.set_defaults(func=cmd_distill)
     return p
 
 

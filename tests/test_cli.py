@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import sciffusion as sf
@@ -42,7 +43,6 @@ def test_sliced_wasserstein_matches_scipy_in_1d():
 
 
 # --- train / sample verbs, configs, errors ------------------------------------------------------------------------
-import numpy as np  # noqa: E402
 
 from sciffusion.training.config import merge, parse_assignment, parse_value, set_key  # noqa: E402
 
@@ -151,3 +151,26 @@ def test_generate_refuses_a_run_of_another_task(trained, tmp_path, capsys):
     (bad / "config.json").write_text((bad / "config.json").read_text().replace("generate", "generatf"))
     assert main(["generate", "--run", str(bad), "--out", str(tmp_path / "s.npy")]) == 2
     assert "does not match its checksum" in capsys.readouterr().err
+
+
+def test_threads_sets_torch_threads_on_every_verb_and_bad_counts_are_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from sciffusion.cli import main
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    monkeypatch.setattr(torch, "set_num_interop_threads", lambda n: None)
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(12, 1, 8, 8)).astype("f4"))
+    run = tmp_path / "r"
+    fast = ["--set", "model.net.channels=[8,16]", "--set", "model.net.num_res_blocks=1", "--set",
+            "trainer.progress=false", "--accelerator", "cpu"]
+    assert main(["train", "generate", "--data", str(data), "--out", str(run), "--max-steps", "1", "--threads", "1",
+                 *fast]) == 0
+    assert main(["generate", "--run", str(run), "--num", "1", "--out", str(tmp_path / "s.npy"), "--threads",
+                 "2", "--steps", "2"]) == 0
+    assert seen == [1, 2]
+    assert main(["generate", "--run", str(run), "--num", "1", "--out", str(tmp_path / "t.npy"), "--threads",
+                 "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

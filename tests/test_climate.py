@@ -710,6 +710,7 @@ def test_forecast_with_normal_uncertainty(ostia_run, tmp_path):
 def test_evaluate_nfe_reports_each_setting_and_stores_the_cheapest_converged(ostia_run, tmp_path, capsys):
     import shutil
 
+    from sciffusion.domains.climate.conventions import to_internal
     from sciffusion.domains.climate.evaluate import score_table
 
     run = tmp_path / "run"
@@ -723,8 +724,8 @@ def test_evaluate_nfe_reports_each_setting_and_stores_the_cheapest_converged(ost
     assert [(r["sampler"], r["nfe"]) for r in rows] == [("dpmpp_2m", 2), ("dpmpp_2m", 5), ("dpmpp_3m", 2),
                                                          ("dpmpp_3m", 5)]
     # the score of a row is the mean CRPS of the forecast that setting makes, computed here by the public route
-    fc = forecast(ostia_run[0], OSTIA, init_period="2009-04/2009-06", leads=2, members=3,
-                  sampling={"sampler": "dpmpp_3m", "steps": 2})
+    fc = to_internal(forecast(ostia_run[0], OSTIA, init_period="2009-04/2009-06", leads=2, members=3,
+                              sampling={"sampler": "dpmpp_3m", "steps": 2}))
     entry = score_table({"sciffusion": fc}, truth_for(fc, OSTIA))["surface_temperature"]["sciffusion"]
     assert rows[2]["score"] == pytest.approx(np.mean([entry["1"]["crps"], entry["2"]["crps"]]), rel=1e-9)
     conv = report["converged"]

@@ -32,6 +32,26 @@ def loss_weight(sigma: Tensor, sigma_data: float, weighting: str = "edm", gamma:
     raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
 
 
+def loss_cells(x0: Tensor, mask: Tensor | None = None, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``x0`` with missing cells (NaN, or ``mask`` False) set to 0, and the per-cell loss weight ``w`` (0 there,
+    ``weight`` elsewhere, 1 without it), both shaped like ``x0``."""
+    valid = ~torch.isnan(x0)
+    if mask is not None:
+        if mask.dim() > x0.dim():
+            raise ValueError(f"mask has {mask.dim()} dims, more than x0's {x0.dim()}")
+        valid = valid & mask.to(torch.bool).expand_as(x0)
+    w = valid.to(x0.dtype)
+    if weight is not None:
+        w = w * weight.to(x0)
+    return torch.where(valid, x0, torch.zeros_like(x0)), w
+
+
+def weighted_error(D: Tensor, target: Tensor, w: Tensor) -> Tensor:
+    """Per-sample ``sum(w |D - target|^2) / sum(w)`` over all but the batch dim, in fp32."""
+    dims = tuple(range(1, target.ndim))
+    return (w * (D.float() - target.float()) ** 2).sum(dims) / w.sum(dims).clamp_min(1e-12)
+
+
 class DiffusionLoss:
     """``E_sigma E_n [ lambda(sigma) * mean_w |D(x0 + sigma n, sigma) - x0|^2 ]``.
 
@@ -67,15 +87,7 @@ class DiffusionLoss:
     def __call__(self, denoiser: Denoiser, x0: Tensor, *, mask: Tensor | None = None, weight: Tensor | None = None,
                  generator: Generator = None, sigma: Tensor | None = None, **cond) -> Tensor:
         check_batch(x0, "x0")
-        valid = ~torch.isnan(x0)
-        if mask is not None:
-            if mask.dim() > x0.dim():
-                raise ValueError(f"mask has {mask.dim()} dims, more than x0's {x0.dim()}")
-            valid = valid & mask.to(torch.bool).expand_as(x0)
-        x0 = torch.where(valid, x0, torch.zeros_like(x0))
-        w = valid.to(x0.dtype)
-        if weight is not None:
-            w = w * weight.to(x0)
+        x0, w = loss_cells(x0, mask, weight)
         if sigma is None:
             sigma = self.process.sample_sigma(x0.shape[0], generator=generator, device=x0.device)
         sigma = sigma.to(device=x0.device, dtype=torch.float32)
@@ -88,9 +100,6 @@ class DiffusionLoss:
              coarse_noise(x0.shape, self.noise_factor, generator, device=x0.device, dtype=x0.dtype))
         x = x0 + append_dims(sigma, x0.ndim).to(x0.dtype) * n
         D = denoiser(x, sigma, **cond)
-        err = (D.float() - x0.float()) ** 2
-        dims = tuple(range(1, x0.ndim))
-        per_elem = (w * err).sum(dims) / w.sum(dims).clamp_min(1e-12)
-        per_sample = loss_weight(sigma, denoiser.sigma_data, self.weighting, self.gamma) * per_elem
+        per_sample = loss_weight(sigma, denoiser.sigma_data, self.weighting, self.gamma) * weighted_error(D, x0, w)
         self.last_per_sample = per_sample.detach()
         return per_sample.mean()

@@ -17,6 +17,7 @@ import torch
 from ..diffusion import derive_seed, measure_sigma_data
 from ..training.config import merge, parse_value, set_key
 from ..training.data import ArrayDataset, DiffusionDataModule
+from ..training.distill import distillation_module
 from ..training.fit import export_run, fit
 from ..training.module import DiffusionModule
 from ..training.sampling import SamplingSpec, fit_grid
@@ -61,7 +62,11 @@ class Flag:
     const: Any = None  # with nargs="?": the value of the bare flag (``--store`` alone sets True)
 
 
+# Two torch jobs with the default threads on 2 shared cores ran 14-28x slower each (OpenMP busy-waiting), not 2x.
+THREADS = Flag("--threads", "threads", "CPU threads for torch (default: every core; give each job cores/jobs when "
+               "several share the machine)", int)
 COMMON_TRAIN_FLAGS = (
+    THREADS,
     Flag("--data", "data.path", "input data file"),
     Flag("--out", "out", "run directory to create (or resume)"),
     Flag("--max-steps", "trainer.max_steps", "optimizer steps in total", int),
@@ -73,6 +78,7 @@ COMMON_TRAIN_FLAGS = (
     Flag("--batch-size", "data.batch_size", "per-device batch size", int),
 )
 COMMON_EVALUATE_FLAGS = (
+    THREADS,
     Flag("--run", "run", "the run that wrote the outputs (its training period fits the baselines)"),
     Flag("--data", "data.path", "the truth (and the run's training period, for the baselines)"),
     Flag("--truth", "data.path", "same as --data"),
@@ -81,6 +87,7 @@ COMMON_EVALUATE_FLAGS = (
     Flag("--seed", "seed", "seed of the stochastic baselines", int),
 )
 COMMON_SAMPLE_FLAGS = (
+    THREADS,
     Flag("--run", "run", "trained run directory"),
     Flag("--out", "out", "output file"),
     Flag("--steps", "sampling.steps", "sampler steps", int),
@@ -222,7 +229,7 @@ def _fit_grid(module: DiffusionModule, datamodule: DiffusionDataModule, spec: Sa
     device = next(module.parameters()).device
     fitted = fit_grid(module.denoiser(), x, spec, cond=cond, seed=derive_seed(seed, "grid fit"), device=device)
     split = "validation" if data is datamodule.val else "training"
-    return {"sampling": {"grid": fitted.grid},
+    return {"sampling": {"grid": fitted.grid, "steps": fitted.steps},
             "metrics": {"grid_fit": {"nfe": spec.fit_nfe, "sampler": spec.sampler, "samples": len(x),
                                      "split": split, "grid": fitted.grid}}}
 
@@ -240,16 +247,28 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     chosen after training) and metadata."""
     model = _without_none(dict(config["model"]))
     model["net"] = _without_none({**model["net"], **net})
-    model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
     model["seed"] = int(config["seed"])
-    module = DiffusionModule(**model)
+    distilled: dict[str, Any] = {}
+    if config.get("distill"):  # a student of a trained run: its network, preconditioning and weights
+        module, distilled = distillation_module(model, config["distill"])
+        model = distilled["model"]
+        config = {**config, "model": model, "distill": distilled["distill"],
+                  "sampling": {**config.get("sampling", {}), **distilled["sampling"]}}
+    else:
+        model["sigma_data"] = model.get("sigma_data") or _sigma_data(datamodule.train)
+        module = DiffusionModule(**model)
     t = TrainerConfig(**config["trainer"])
     trainer = fit(module, datamodule, config["out"], max_steps=t.max_steps, accelerator=t.accelerator,
                   devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
                   grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, val_every=t.val_every,
                   progress=t.progress, identity={"task": config.get("task"), "model": model,
-                                                 "data": data_fingerprint(config["data"].get("path"))})
+                                                 "data": data_fingerprint(config["data"].get("path")),
+                                                 **({"distill": config["distill"]} if distilled else {})})
     metadata = dict(metadata or {})
+    if distilled:
+        d = distilled["distill"]
+        metadata["distilled"] = {**d, "method": "step distillation (one round of progressive distillation, Salimans "
+                                 "& Ho 2022) onto an Euler grid", "grid": config["sampling"]["grid"]}
     spec = SamplingSpec.from_settings(config.get("sampling"))
     if spec.fit_nfe is not None and trainer.is_global_zero:
         fitted = _fit_grid(module.eval(), datamodule, spec, int(config["seed"]))

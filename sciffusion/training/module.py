@@ -9,6 +9,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -53,7 +54,8 @@ class DiffusionModule(L.LightningModule):
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_half_life: float = 500.0,
                  seed: int = 0, noise_factor: int = 1) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # by name: a subclass's own arguments (a distillation teacher) are not the model's config
+        self.save_hyperparameters(*HPARAMS)
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0; got {warmup_steps}")
         with torch.random.fork_rng(devices=[]):  # the weights follow the seed; the caller's RNG is left as it was
@@ -96,3 +98,7 @@ class DiffusionModule(L.LightningModule):
         warm = max(1, self.hparams.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# The arguments that rebuild a DiffusionModule (stored as the run's ``model`` config).
+HPARAMS = tuple(inspect.signature(DiffusionModule.__init__).parameters)[1:]

@@ -327,9 +327,9 @@ class Forecast(Task):
         seed = int(config.get("seed") or 0)
 
         def score(overrides: dict[str, Any]) -> dict[str, Any]:
-            fc = forecast(run, data, init_period=e.get("init_period"), leads=int(e.get("leads") or 3),
-                          members=int(e.get("members") or 16), seed=seed, sampling=overrides,
-                          normal_uncertainty=float(e.get("normal_uncertainty") or 0.0))
+            fc = to_internal(forecast(run, data, init_period=e.get("init_period"), leads=int(e.get("leads") or 3),
+                                      members=int(e.get("members") or 16), seed=seed, sampling=overrides,
+                                      normal_uncertainty=float(e.get("normal_uncertainty") or 0.0)))
             table = score_table({"sciffusion": fc}, truth_for(fc, data))
             cells = [entry[lead] for methods in table.values() for entry in [methods["sciffusion"]]
                      for lead in entry if lead.isdigit()]
