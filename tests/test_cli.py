@@ -174,3 +174,14 @@ def test_threads_sets_torch_threads_on_every_verb_and_bad_counts_are_refused(tmp
     assert main(["generate", "--run", str(run), "--num", "1", "--out", str(tmp_path / "t.npy"), "--threads",
                  "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU path of the GPU script")
+def test_gpu_script_skips_cleanly_without_cuda():
+    import os
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 0 and "no CUDA device here: skipped" in out.stdout, out.stderr

@@ -163,3 +163,28 @@ def test_atomic_write_gives_the_umask_mode(tmp_path):
         os.umask(old)
     for name in ("a.bin", "b.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+@pytest.mark.slow  # compiling on 2 CPU cores takes minutes (230 s measured with other jobs running)
+def test_compiled_sampling_and_training_match_eager(tmp_path):
+    """sampling.compile and model.compile: the same numbers through torch.compile (CPU inductor) as eagerly."""
+    import sciffusion as sf
+    from sciffusion.training.sampling import SamplingSpec, sample_batched
+
+    torch.manual_seed(0)
+    net = sf.UNet(dims=1, in_channels=1, channels=(8, 16), num_res_blocks=1)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    den = sf.Denoiser(net, 1.0)
+    spec = SamplingSpec(sampler="dpmpp_2m", steps=3, sigma_max=20.0, sigma_min=0.05, batch_size=4)
+    eager = sample_batched(den, (1, 16), list(range(6)), spec)
+    comp = sample_batched(den, (1, 16), list(range(6)), spec.replace(compile=True))
+    assert torch.allclose(eager, comp, atol=1e-4) and not torch.equal(eager[0], eager[1])
+    assert "_sciffusion_compiled" in net.__dict__ and "_sciffusion_compiled" not in dict(net.named_modules())
+    m = sf.DiffusionModule(net={"dims": 1, "channels": [8], "num_res_blocks": 1}, compile=True)
+    assert set(m.state_dict()) == set(sf.DiffusionModule(net={"dims": 1, "channels": [8],
+                                                                "num_res_blocks": 1}).state_dict())
+    x = torch.randn(4, 1, 8)
+    loss = m.loss_fn(m.training_denoiser(), x, sigma=torch.ones(4), generator=torch.Generator().manual_seed(0))
+    ref = m.loss_fn(m.denoiser(ema=False), x, sigma=torch.ones(4), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loss, ref, atol=1e-5)

@@ -45,7 +45,8 @@ def steps_for_nfe(sampler: str | Callable, nfe: int) -> int:
 
 def _check_deterministic(sampler: str | Callable, options: Mapping[str, object]) -> None:
     name = sampler if isinstance(sampler, str) else getattr(sampler, "__name__", "")
-    if name in _STOCHASTIC or float(options.get("S_churn", 0.0)) > 0 or float(options.get("eta", 0.0)) > 0:
+    noisy = any(float(options.get(k, 0.0) or 0.0) > 0 for k in ("S_churn", "eta"))  # type: ignore[arg-type]
+    if name in _STOCHASTIC or noisy:
         raise ValueError(f"fit_sigmas fits the grid of a deterministic (ODE) sampler; {name!r} with "
                          f"{dict(options)} adds noise (fit the grid with S_churn=0 / eta=0 and reuse it)")
 

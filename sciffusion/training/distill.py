@@ -41,8 +41,9 @@ class DistillConfig:
 
     def grid(self, sigma_max: float) -> list[float]:
         """The student's grid: EDM's rho-7 grid of ``steps`` steps on ``[sigma_min, sigma_max]``, then 0."""
-        return karras_sigmas(self.steps, min(self.sigma_min, sigma_max), sigma_max, 7.0,
-                             dtype=torch.float64).tolist()
+        grid = karras_sigmas(self.steps, min(self.sigma_min, sigma_max), sigma_max, 7.0, dtype=torch.float64)
+        grid[0] = sigma_max  # exactly where the teacher starts, not the rho-th power's round trip
+        return grid.tolist()
 
 
 class DistillationModule(DiffusionModule):
@@ -69,8 +70,9 @@ class DistillationModule(DiffusionModule):
                              sigma_min=self.distill.sigma_min_teacher, sigma_data=self.teacher_sigma_data,
                              extra_args=cond)
         s = x.new_full((x.shape[0],), sigma, dtype=torch.float32)
-        D = self.denoiser(ema=False)(x, s, **cond)
-        loss = (loss_weight(s, self.hparams.sigma_data, self.hparams.weighting) * weighted_error(D, target, w)).mean()
+        D = self.training_denoiser()(x, s, **cond)
+        hp: Any = self.hparams
+        loss = (loss_weight(s, hp.sigma_data, hp.weighting) * weighted_error(D, target, w)).mean()
         self.log("train_loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
@@ -88,7 +90,9 @@ def distillation_module(model: dict[str, Any], distill: dict[str, Any]) -> tuple
     spec = teacher.sampling_spec()
     model = {**teacher.config["model"], **{k: v for k, v in model.items() if k in ("lr", "warmup_steps",
                                                                                  "ema_half_life", "seed")}}
-    module = DistillationModule(model, spec.shrink(teacher.denoiser()), spec, cfg)
+    shrunk = spec.shrink(teacher.denoiser())
+    assert isinstance(shrunk, torch.nn.Module)  # the run's denoiser, or TowardsGaussian around it
+    module = DistillationModule(model, shrunk, spec, cfg)
     weights = teacher.module.ema.shadow.state_dict()
     module.net.load_state_dict(weights)
     module.ema.shadow.load_state_dict(weights)

@@ -47,12 +47,14 @@ class DiffusionModule(L.LightningModule):
         lr, weight_decay, warmup_steps: AdamW with a linear learning-rate warm-up over ``warmup_steps`` steps.
         ema_half_life: EMA half-life in optimizer steps.
         seed: base seed of the per-step noise.
+        compile: train through ``torch.compile(net)`` (opt-in: compiling takes seconds to minutes, once per run;
+            measured in ``benchmarks/unet_throughput.py``).
     """
 
     def __init__(self, net: dict[str, Any], sigma_data: float = 0.5, parameterization: str = "edm",
                  process: str | dict[str, Any] = "edm", weighting: str = "edm", cond_dropout: float = 0.0,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_half_life: float = 500.0,
-                 seed: int = 0, noise_factor: int = 1) -> None:
+                 seed: int = 0, noise_factor: int = 1, compile: bool = False) -> None:
         super().__init__()
         # by name: a subclass's own arguments (a distillation teacher) are not the model's config
         self.save_hyperparameters(*HPARAMS)
@@ -62,6 +64,9 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(derive_seed(seed, "weights"))
             self.net = UNet(**net)
         self.ema = EMA(self.net, ema_half_life)
+        # torch.compile of the training network (same parameters), kept out of the module's registry so that
+        # checkpoints and exported weights hold one copy under the usual names
+        self.__dict__["_train_net"] = torch.compile(self.net) if compile else self.net
         self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
                                      noise_factor=noise_factor)
 
@@ -70,11 +75,15 @@ class DiffusionModule(L.LightningModule):
         net = self.ema.shadow if ema else self.net
         return Denoiser(net, self.hparams.sigma_data, self.hparams.parameterization)
 
+    def training_denoiser(self) -> Denoiser:
+        """The live (not EMA) weights through the compiled network when ``compile`` is set."""
+        return Denoiser(self.__dict__["_train_net"], self.hparams.sigma_data, self.hparams.parameterization)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(derive_seed(self.hparams.seed, "step", self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss_fn(self.denoiser(ema=False), batch["x"], mask=batch.get("mask"), weight=batch.get("weight"),
+        loss = self.loss_fn(self.training_denoiser(), batch["x"], mask=batch.get("mask"), weight=batch.get("weight"),
                             cond=batch.get("cond"))
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
         return loss

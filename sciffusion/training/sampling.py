@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..diffusion import declared_sigma_data, fit_sigmas, generators_from_seeds, karras_sigmas, sample
-from ..diffusion.precond import DenoiserFn, TowardsGaussian
+from ..diffusion.precond import Denoiser, DenoiserFn, TowardsGaussian
 from ..diffusion.samplers import SAMPLERS, check_options, sampler_options, validate_sigmas
 
 # The sampler options a spec can hold (each is passed only when set, and only to a sampler that takes it).
@@ -59,6 +59,7 @@ class SamplingSpec:
     # weight w of the network against the exact Gaussian base law, D_G + w (D - D_G) (diffusion.TowardsGaussian):
     # 1 = the model as trained, 0 = the base law; tasks with a statistical base choose it on validation data
     net_weight: float = 1.0
+    compile: bool = False  # sample through torch.compile(denoiser) (compiled once per shape; opt-in)
     calibrate: bool = True  # training: choose the inflation on the validation split (tasks with a condition)
     # training: fit the grid for this many network calls to the validation split (sciffusion.fit_sigmas, the
     # spec's sampler and sigma_max) and store it as `grid`; None keeps EDM's grid over [sigma_min, sigma_max]
@@ -190,6 +191,8 @@ def sample_batched(denoiser: DenoiserFn, shape: Sequence[int], seeds: Sequence[i
         if len(v) != n:
             raise ValueError(f"per-sample tensor {k!r} has {len(v)} rows for {n} seeds")
     device = spec.resolve_device(device)
+    if spec.compile:
+        denoiser = compiled(denoiser)
     denoiser = spec.shrink(denoiser)
     if wrap is not None:
         denoiser = wrap(denoiser)
@@ -248,3 +251,15 @@ def fit_grid(denoiser: DenoiserFn, x: Tensor, spec: SamplingSpec, *, cond: Tenso
         grid = fit_sigmas(den, x.to(device), spec.fit_nfe, spec.sampler, extra_args=extra,
                           sigma_max=spec.sigma_start, seed=seed, **options)
     return spec.replace(grid=grid.tolist())
+
+
+def compiled(denoiser: DenoiserFn) -> DenoiserFn:
+    """``denoiser`` with its network through ``torch.compile``, compiled once per network object (the EMA weights
+    of a run persist, so later calls, e.g. the next lead of a forecast, reuse the compiled code)."""
+    if isinstance(denoiser, Denoiser):
+        net = denoiser.net
+        if "_sciffusion_compiled" not in net.__dict__:
+            net.__dict__["_sciffusion_compiled"] = torch.compile(net)
+        return Denoiser(net.__dict__["_sciffusion_compiled"], denoiser.sigma_data, denoiser.parameterization,
+                        denoiser.c_noise)
+    return torch.compile(denoiser)  # type: ignore[return-value]
