@@ -328,7 +328,12 @@ def test_forecast_members_do_not_depend_on_the_ensemble_size(ostia_run):
     run, _ = ostia_run
     a = forecast(run, OSTIA, init_period="2009-05", leads=1, members=2)
     b = forecast(run, OSTIA, init_period="2009-05", leads=1, members=4)
-    np.testing.assert_array_equal(a.surface_temperature.values, b.surface_temperature.isel(member=[0, 1]).values)
+    # Equal up to float32 rounding: the CPU convolution may take another algorithm for another batch size (1 ulp of
+    # 300 K is 3e-5 K, seen once in 15,552 cells); reused or shifted noise would move members by kelvins.
+    np.testing.assert_allclose(a.surface_temperature.values, b.surface_temperature.isel(member=[0, 1]).values,
+                               rtol=1e-6, atol=0)
+    assert not np.allclose(b.surface_temperature.isel(member=0).values, b.surface_temperature.isel(member=1).values,
+                           equal_nan=True)
 
 
 def test_run_records_calibration_and_grid(ostia_run, capsys):

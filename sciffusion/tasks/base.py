@@ -261,7 +261,9 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     trainer = fit(module, datamodule, config["out"], max_steps=t.max_steps, accelerator=t.accelerator,
                   devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
                   grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, val_every=t.val_every,
-                  progress=t.progress, identity={"task": config.get("task"), "model": model,
+                  progress=t.progress, identity={"task": config.get("task"),
+                                                 # compiling or not is how a run trains, not what it is
+                                                 "model": {k: v for k, v in model.items() if k != "compile"},
                                                  "data": data_fingerprint(config["data"].get("path")),
                                                  **({"distill": config["distill"]} if distilled else {})})
     metadata = dict(metadata or {})

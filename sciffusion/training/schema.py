@@ -80,6 +80,7 @@ class ModelConfig:
     ema_half_life: float = 200.0  # half-life of the EMA weights, in optimizer steps
     sigma_data: float | None = None  # data standard deviation in normalised units (None: measured on the data)
     seed: int | None = None  # set from the run's seed; weights, data order and noise all follow it
+    compile: bool = False  # train through torch.compile(net): opt-in, compiling takes minutes on a CPU
 
 
 @dataclass
