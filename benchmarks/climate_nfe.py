@@ -22,14 +22,13 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 import torch
 from common import machine
 
 from sciffusion import datasets
 from sciffusion.cli import main as cli
 from sciffusion.domains.climate.conventions import to_internal
-from sciffusion.domains.climate.evaluate import score_table, truth_for
+from sciffusion.domains.climate.evaluate import mean_over_leads, score_table, truth_for
 from sciffusion.domains.climate.forecast import forecast
 
 DATA = datasets.path("hadcm3_a1b")
@@ -47,10 +46,7 @@ def score(run: pathlib.Path, sampling: dict | None = None) -> dict[str, float]:
     t = time.perf_counter()
     fc = to_internal(forecast(run, DATA, sampling=sampling, **FORECAST))  # lead in steps, as evaluate reads it
     seconds = time.perf_counter() - t
-    entry = next(iter(score_table({"sciffusion": fc}, truth_for(fc, DATA)).values()))["sciffusion"]
-    leads = [k for k in entry if k.isdigit()]
-    return {"crps": float(np.mean([entry[k]["crps"] for k in leads])),
-            "spread_skill": float(np.mean([entry[k]["spread_skill"] for k in leads])), "seconds": seconds}
+    return {**mean_over_leads(score_table({"sciffusion": fc}, truth_for(fc, DATA))), "seconds": seconds}
 
 
 def main() -> None:

@@ -169,6 +169,13 @@ def ddpm(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraAr
     return x
 
 
+def _check_sigma_data(sigma_data: float) -> float:
+    a = float(sigma_data)
+    if a < 0 or not math.isfinite(a):
+        raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
+    return a
+
+
 @torch.no_grad()
 def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: ExtraArgs = None,
              generator: Generator = None, callback: Callback = None, sigma_data: float = 0.0) -> Tensor:
@@ -186,13 +193,11 @@ def dpmpp_2m(denoiser: DenoiserFn, x: Tensor, sigmas: Tensor, *, extra_args: Ext
     ``sigma_data = 0`` is the plain solver, its limit.
     """
     sig = _prepare(x, sigmas)
-    a = float(sigma_data)
-    if a < 0 or not math.isfinite(a):
-        raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
+    a = _check_sigma_data(sigma_data)
     old_rest, h_last = None, None
     for i, (s, s_next) in enumerate(zip(sig, sig[1:])):
         denoised = _call(denoiser, x, s, extra_args)
-        rest = denoised - (a * a / (s * s + a * a)) * x if a > 0 else denoised
+        rest = denoised - ex.linear_coefficient(s, a) * x if a > 0 else denoised
         if s_next == 0:
             x = denoised
         else:
@@ -223,13 +228,6 @@ def _split_step(x: Tensor, s: float, s_next: float, a: float, rests: Sequence[Te
     for w, r in zip(weights, rests):
         out = out + (r_next * w) * r
     return out
-
-
-def _check_sigma_data(sigma_data: float) -> float:
-    a = float(sigma_data)
-    if a < 0 or not math.isfinite(a):
-        raise ValueError(f"sigma_data must be a finite number >= 0; got {sigma_data}")
-    return a
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..diffusion import nfe as count_nfe
 from ..diffusion import steps_for_nfe
+from ..diffusion.samplers import resolve_sampler
 from ..training.checkpoint import load_run, save_run
 from ..training.sampling import SamplingSpec
 
@@ -29,7 +30,7 @@ def nfe_settings(nfes: Sequence[int], samplers: Sequence[str]) -> list[dict[str,
         raise ValueError("give at least one NFE")
     out = []
     for sampler in samplers:
-        SamplingSpec(sampler=sampler)  # an unknown sampler fails here, with the valid names
+        resolve_sampler(sampler)  # an unknown sampler fails here, with the valid names
         for n in sorted(set(int(k) for k in nfes)):
             steps = steps_for_nfe(sampler, n)
             out.append({"sampler": sampler, "steps": steps, "nfe": count_nfe(sampler, steps)})

@@ -20,6 +20,7 @@ from ..diffusion import Denoiser, DiffusionLoss, derive_seed, karras_sigmas
 from ..diffusion.noise import PROCESSES
 from ..nets import UNet
 from .ema import EMA
+from .sampling import compiled_net
 
 
 def build_process(spec: str | dict[str, Any]):
@@ -64,9 +65,6 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(derive_seed(seed, "weights"))
             self.net = UNet(**net)
         self.ema = EMA(self.net, ema_half_life)
-        # torch.compile of the training network (same parameters), kept out of the module's registry so that
-        # checkpoints and exported weights hold one copy under the usual names
-        self.__dict__["_train_net"] = torch.compile(self.net) if compile else self.net
         self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
                                      noise_factor=noise_factor)
 
@@ -77,7 +75,8 @@ class DiffusionModule(L.LightningModule):
 
     def training_denoiser(self) -> Denoiser:
         """The live (not EMA) weights through the compiled network when ``compile`` is set."""
-        return Denoiser(self.__dict__["_train_net"], self.hparams.sigma_data, self.hparams.parameterization)
+        net = compiled_net(self.net) if self.hparams.compile else self.net
+        return Denoiser(net, self.hparams.sigma_data, self.hparams.parameterization)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(derive_seed(self.hparams.seed, "step", self.global_step, self.global_rank))

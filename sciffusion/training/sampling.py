@@ -253,13 +253,18 @@ def fit_grid(denoiser: DenoiserFn, x: Tensor, spec: SamplingSpec, *, cond: Tenso
     return spec.replace(grid=grid.tolist())
 
 
+def compiled_net(net: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(net)``, once per network object, kept in the network's ``__dict__``: out of the module
+    registry, so state dicts, checkpoints and exported weights hold one copy under the usual names, and later calls
+    (the next lead of a forecast, the next training step) reuse the compiled code."""
+    if "_sciffusion_compiled" not in net.__dict__:
+        net.__dict__["_sciffusion_compiled"] = torch.compile(net)
+    return net.__dict__["_sciffusion_compiled"]
+
+
 def compiled(denoiser: DenoiserFn) -> DenoiserFn:
-    """``denoiser`` with its network through ``torch.compile``, compiled once per network object (the EMA weights
-    of a run persist, so later calls, e.g. the next lead of a forecast, reuse the compiled code)."""
+    """``denoiser`` with its network through :func:`compiled_net` (any other denoiser compiled as a whole)."""
     if isinstance(denoiser, Denoiser):
-        net = denoiser.net
-        if "_sciffusion_compiled" not in net.__dict__:
-            net.__dict__["_sciffusion_compiled"] = torch.compile(net)
-        return Denoiser(net.__dict__["_sciffusion_compiled"], denoiser.sigma_data, denoiser.parameterization,
+        return Denoiser(compiled_net(denoiser.net), denoiser.sigma_data, denoiser.parameterization,
                         denoiser.c_noise)
     return torch.compile(denoiser)  # type: ignore[return-value]

@@ -154,6 +154,13 @@ def leads_of(entry: dict[str, Any]) -> list[str]:
     return [k for k in entry if k.isdigit()]
 
 
+def mean_over_leads(table: dict[str, Any], method: str = "sciffusion") -> dict[str, float]:
+    """A method's CRPS and spread/skill in a :func:`score_table`, averaged over every variable and lead (one
+    number per score: what an NFE sweep compares)."""
+    cells = [entry[lead] for methods in table.values() for entry in [methods[method]] for lead in leads_of(entry)]
+    return {k: float(np.mean([c[k] for c in cells])) for k in ("crps", "spread_skill")}
+
+
 def format_table(table: dict[str, Any]) -> str:
     lines = []
     for v, methods in table.items():

@@ -316,7 +316,7 @@ class Forecast(Task):
         """``--nfe``: the run's forecasts at each NFE (same seeds), scored by the mean fair CRPS over variables and
         leads; the report names the cheapest setting within 1% of the converged CRPS."""
         from ...tasks.nfe import format_nfe, nfe_settings, nfe_sweep, plot_nfe, store_sampling
-        from .evaluate import score_table, truth_for
+        from .evaluate import mean_over_leads, score_table, truth_for
 
         e = config["evaluate"]
         if not config.get("run"):
@@ -330,11 +330,8 @@ class Forecast(Task):
             fc = to_internal(forecast(run, data, init_period=e.get("init_period"), leads=int(e.get("leads") or 3),
                                       members=int(e.get("members") or 16), seed=seed, sampling=overrides,
                                       normal_uncertainty=float(e.get("normal_uncertainty") or 0.0)))
-            table = score_table({"sciffusion": fc}, truth_for(fc, data))
-            cells = [entry[lead] for methods in table.values() for entry in [methods["sciffusion"]]
-                     for lead in entry if lead.isdigit()]
-            return {"score": float(np.mean([c["crps"] for c in cells])),
-                    "spread_skill": float(np.mean([c["spread_skill"] for c in cells]))}
+            means = mean_over_leads(score_table({"sciffusion": fc}, truth_for(fc, data)))
+            return {"score": means["crps"], "spread_skill": means["spread_skill"]}
 
         report = nfe_sweep(score, nfe_settings(e["nfe"], e.get("samplers") or [spec.sampler]))
         text = format_nfe(report, "CRPS")
