@@ -45,7 +45,7 @@ def figure(path: pathlib.Path, b: med.protocol.Benchmark, maps: dict[str, np.nda
     import matplotlib.pyplot as plt
 
     z = int(np.argmax(b.truth.sum(axis=(0, 1))))  # the axial slice with most lesion voxels
-    panels = [("test scan", b.test.x)] + list(maps.items())
+    panels = [("test scan", b.test.x[0])] + list(maps.items())
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(img[:, :, z].T, origin="lower", cmap="gray" if name == "test scan" else "magma")
@@ -69,8 +69,8 @@ def main() -> None:
 
     b = med.brain_benchmark(seed=args.seed)
     ref = b.train.volume
-    for name, arr, dtype in [("train", b.train.x, np.float32), ("train_mask", b.train.mask, np.uint8),
-                             ("calibration", b.calibration.x, np.float32), ("test", b.test.x, np.float32),
+    for name, arr, dtype in [("train", b.train.x[0], np.float32), ("train_mask", b.train.mask, np.uint8),
+                             ("calibration", b.calibration.x[0], np.float32), ("test", b.test.x[0], np.float32),
                              ("test_lesions", b.truth, np.uint8), ("test_region", b.test_region, np.uint8)]:
         med.write_volume(work / f"{name}.nii.gz", arr.astype(dtype), ref, dtype=dtype)
 

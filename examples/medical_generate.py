@@ -28,7 +28,7 @@ from sciffusion.tasks import TASKS
 def real_patches(scan: med.Scan, region: np.ndarray, n: int, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = np.argwhere(region)
-    return np.stack([crop(scan.x, centres[i], (size,) * 3) for i in rng.integers(len(centres), size=n)])
+    return np.stack([crop(scan.x[0], centres[i], (size,) * 3) for i in rng.integers(len(centres), size=n)])
 
 
 def stats(p: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -48,7 +48,7 @@ def main() -> None:
     t0 = time.time()
     t1 = med.mni152(2)
     scan = med.prepare(t1, t1.data > 0)
-    med.write_volume(work / "train.nii.gz", scan.x, t1)
+    med.write_volume(work / "train.nii.gz", scan.x[0], t1)
     run_dir = work / "run"
     if not (run_dir / "run.json").exists():
         task = TASKS["volume"]
@@ -58,9 +58,9 @@ def main() -> None:
     t_train = time.time() - t0
 
     t = time.time()
-    gen = med.generate_volumes(run, args.num, seed=0)
+    gen = med.generate_volumes(run, args.num, seed=0)[:, 0]  # the one sequence
     t_sample = time.time() - t
-    big = med.generate_volumes(run, 1, (64, 64, 64), seed=1000)[0]
+    big = med.generate_volumes(run, 1, (64, 64, 64), seed=1000)[0, 0]
     from sciffusion.domains.medical.generate import write_samples
     write_samples(work / "samples.nii.gz", gen, run.metadata["spacing"])
 

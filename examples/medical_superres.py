@@ -36,7 +36,7 @@ def main() -> None:
 
     t1 = med.mni152(2)
     train = med.prepare(t1, t1.data > 0)
-    med.write_volume(work / "train.nii.gz", train.x, t1)
+    med.write_volume(work / "train.nii.gz", train.x[0], t1)
     run_dir = work / "run"
     if not (run_dir / "run.json").exists():
         task = TASKS["superres"]
@@ -47,21 +47,21 @@ def main() -> None:
     t_train = time.time() - t0
 
     rng = np.random.default_rng(1000 + args.seed)
-    x, mask = med.perturb(train.x, train.mask, rng)
+    x, mask = med.perturb(train.x[0], train.mask, rng)
     region = med.hemisphere(mask, "right")
     results, shown = {}, {}
     for k in (2, 3, 4, 5):
         thick = med.Scan(t1, x[:, :, ::k], mask[:, :, ::k], train.norm)
-        n = (thick.x.shape[2] - 1) * k + 1
+        n = (thick.mask.shape[2] - 1) * k + 1
         truth, reg = x[:, :, :n], region[:, :, :n].copy()
         reg[:, :, ::k] = False  # score the rebuilt slices only
         t = time.time()
-        outs = {"linear": med.linear_upsample(thick.x, k), "cubic": med.cubic_upsample(thick.x, k),
-                "diffusion mean": med.superresolve(run, thick, k, mode="mean")}
+        outs = {"linear": med.linear_upsample(thick.x[0], k), "cubic": med.cubic_upsample(thick.x[0], k),
+                "diffusion mean": med.superresolve(run, thick, k, mode="mean")[0]}
         t_mean = time.time() - t
         if k == 4:
             t = time.time()
-            outs["diffusion sample"] = med.superresolve(run, thick, k, mode="sample", samples=1, seed=args.seed)
+            outs["diffusion sample"] = med.superresolve(run, thick, k, mode="sample", samples=1, seed=args.seed)[0]
             results["sample_s"] = round(time.time() - t, 1)
             shown = {"truth": truth, **outs}
             for name, vol in outs.items():

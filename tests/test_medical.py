@@ -86,7 +86,7 @@ def test_read_rejects_nan_and_missing(tmp_path):
 
 
 def test_mask_must_match_shape_and_affine(tmp_path):
-    vol = med.read_volume(_save(tmp_path / "v.nii.gz", np.ones((6, 6, 6), np.float32), np.eye(4)))
+    vol = med.read_volume(_save(tmp_path / "v.nii.gz", np.arange(216, dtype=np.float32).reshape(6, 6, 6), np.eye(4)))
     wrong_shape = med.read_volume(_save(tmp_path / "m1.nii.gz", np.ones((6, 6, 5), np.uint8), np.eye(4)))
     shifted = np.eye(4)
     shifted[0, 3] = 2.0
@@ -278,8 +278,8 @@ def test_brain_benchmark_split_and_fair_lesions():
     assert b.truth.sum() > 300
     assert not (b.truth & ~b.test_region).any()
     assert not (b.train_region & b.test_region).any()  # spatial split
-    healthy = b.train.x[b.train.mask]
-    assert b.test.x[b.truth].max() <= np.percentile(healthy, 99) + 0.1  # noise on top, no bright outliers
+    healthy = b.train.x[0][b.train.mask]
+    assert b.test.x[0][b.truth].max() <= np.percentile(healthy, 99) + 0.1  # noise on top, no bright outliers
     # Intensity alone cannot find these lesions: the z-score baseline is near chance.
     z = med.zscore_map(b.test, [b.train])
     assert med.auroc(z, b.truth, b.test_region) < 0.65
@@ -325,18 +325,19 @@ def test_untrained_superres_model_returns_linear_interpolation(small_t1):
               "sampling": {"sampler": "heun", "steps": 16, "sigma_min": 0.002, "sigma_max": 5.0, "rho": 7.0},
               "model": {"net": {"dims": 3, "in_channels": 1, "cond_channels": 3, "channels": [4, 8]}}}
     run = TrainedRun(DiffusionModule(net=config["model"]["net"], sigma_data=0.1).eval(), None, config)
-    thick = med.Scan(vol, scan.x[:, :, ::3], scan.mask[:, :, ::3], scan.norm)
-    lin = linear_upsample(thick.x, 3)
-    np.testing.assert_allclose(med.superresolve(run, thick, 3, mode="mean"), lin, atol=1e-6)
+    thick = med.Scan(vol, scan.x[0][:, :, ::3], scan.mask[:, :, ::3], scan.norm)
+    lin = linear_upsample(thick.x[0], 3)
+    np.testing.assert_allclose(med.superresolve(run, thick, 3, mode="mean")[0], lin, atol=1e-6)
     # Sampling from the zero-initialised model draws residuals from its prior N(0, sigma_data^2); kept slices stay.
-    res = med.superresolve(run, thick, 3, mode="sample") - lin
+    res = med.superresolve(run, thick, 3, mode="sample")[0] - lin
     assert np.abs(res[:, :, ::3]).max() == 0
     inside = linear_upsample(thick.mask.astype(np.float32), 3) > 0.5
     inside[:, :, ::3] = False
     assert np.std(res[inside]) == pytest.approx(0.1, rel=0.1)
     # with the cubic base (the default of new runs) the untrained model returns the cubic baseline
     config["superres"]["base"] = "cubic"
-    np.testing.assert_allclose(med.superresolve(run, thick, 3, mode="mean"), cubic_upsample(thick.x, 3), atol=1e-5)
+    np.testing.assert_allclose(med.superresolve(run, thick, 3, mode="mean")[0], cubic_upsample(thick.x[0], 3),
+                               atol=1e-5)
 
 
 def test_dae_is_a_fixed_sigma_and_coarse_noise_changes_the_loss():

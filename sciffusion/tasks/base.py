@@ -58,7 +58,7 @@ class Flag:
     key: str
     help: str
     type: Callable[[str], Any] = parse_value
-    nargs: str | None = None
+    nargs: str | int | None = None
     const: Any = None  # with nargs="?": the value of the bare flag (``--store`` alone sets True)
 
 

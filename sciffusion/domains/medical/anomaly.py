@@ -36,19 +36,25 @@ from ...tasks.outputs import report_scores
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import resolve_device
+from .batch import each_subject, nifti_name
+from .cohort import Subject, read_cohort
+from .grids import resample_onto
 from .scans import (
     MEDICAL_DEFAULTS,
     SCAN_SAMPLE_FLAGS,
     SCAN_TRAIN_FLAGS,
     Scan,
     as_batch,
+    check_sequences,
+    config_cohort,
     prepare_like,
-    scans_from_config,
+    prepare_subject,
     tiled,
     train_on_patches,
+    training_cohort,
 )
 from .scores import detection_scores, threshold_at_fpr
-from .volumes import read_volume, write_volume
+from .volumes import read_volume, tagged, write_volume
 
 # Scoring defaults chosen on a validation case of the protocol (brain_benchmark(seed=1): other perturbations and
 # lesions than the reported test), not on the test: levels 0.05/0.1/0.3 and the band-pass score.
@@ -72,9 +78,10 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
               seeds: int | Sequence[int] | None = None, steps: int | None = None, memory_gb: float | None = None,
               device: str | torch.device | None = None) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """Per noise level ``sigma`` (normalised intensity units): the mean over seeds of the signed reconstruction
-    error ``x_hat - x`` and of its absolute value, each ``(X, Y, Z)``. ``x_hat`` is ``x`` plus coarse noise (the
-    factor the model was trained with) reconstructed in ``steps`` denoiser steps over the whole volume in tiles. The
-    noise of (seed, level) depends on those two only, so a level's residual is the same in any set of levels."""
+    error ``x_hat - x`` and of its absolute value, each ``(C, X, Y, Z)`` (one channel per sequence). ``x_hat`` is
+    ``x`` plus coarse noise (the factor the model was trained with) reconstructed in ``steps`` denoiser steps over
+    the whole volume in tiles. The noise of (seed, level) depends on those two only, so a level's residual is the
+    same in any set of levels."""
     run = load_trained(run, task="anomaly")
     a = run.config["anomaly"]
     seeds = list(range(int(a["seeds"]))) if seeds is None else (list(range(seeds)) if isinstance(seeds,
@@ -83,7 +90,7 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
     device = resolve_device(device)
     run.to(device)
     x = as_batch(scan.x, device)
-    D = tiled(run.denoiser(), run.config["model"]["net"], scan.x.shape,
+    D = tiled(run.denoiser(), run.config["model"]["net"], scan.mask.shape,
               float(memory_gb or run.config.get("memory_gb", 4.0)))
     out = {}
     with torch.inference_mode():
@@ -95,7 +102,7 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
                 d = partial_diffusion(D, x, float(sigma), steps=steps, noise=n, generator=g) - x
                 signed += d
                 absolute += d.abs()
-            out[float(sigma)] = ((signed / len(seeds))[0, 0].cpu().numpy(), (absolute / len(seeds))[0, 0].cpu().numpy())
+            out[float(sigma)] = ((signed / len(seeds))[0].cpu().numpy(), (absolute / len(seeds))[0].cpu().numpy())
     return out
 
 
@@ -110,7 +117,10 @@ def score_map(signed: np.ndarray, absolute: np.ndarray, mask: np.ndarray, score:
     """Voxel scores from mean residuals (0 outside ``mask``). ``abs``: the absolute error smoothed by ``smooth``
     voxels (AnoDDPM's map). ``bandpass``: ``|G_smooth * e - G_background * e|`` of the signed error ``e``, both
     Gaussians inside the mask: a lesion is a blob of one sign, while the errors of misregistered edges alternate in
-    sign and cancel, and a smooth intensity drift (bias field) the model corrects is removed by the background."""
+    sign and cancel, and a smooth intensity drift (bias field) the model corrects is removed by the background.
+    Residuals ``(C, X, Y, Z)`` give one map per channel."""
+    if signed.ndim == mask.ndim + 1:
+        return np.stack([score_map(s, a, mask, score, smooth, background) for s, a in zip(signed, absolute)])
     if score == "abs":
         return masked_smooth(absolute, mask, smooth)
     if score == "bandpass":
@@ -124,17 +134,25 @@ def score_map(signed: np.ndarray, absolute: np.ndarray, mask: np.ndarray, score:
 def anomaly_map(run: TrainedRun | str | os.PathLike, scan: Scan, *, sigmas: Sequence[float] | None = None,
                 seeds: int | Sequence[int] | None = None, steps: int | None = None, score: str | None = None,
                 smooth: float | None = None, background: float | None = None, memory_gb: float | None = None,
-                device: str | torch.device | None = None) -> np.ndarray:
+                device: str | torch.device | None = None, per_channel: bool = False) -> np.ndarray:
     """Voxel anomaly scores ``(X, Y, Z)`` of a prepared scan (0 outside its mask): the :func:`residuals` at each
-    level, averaged over levels, through :func:`score_map`. Settings default to the run's."""
+    level, averaged over levels, through :func:`score_map`, combined over channels by :func:`combine`;
+    ``per_channel``: the maps of each sequence ``(C, X, Y, Z)`` instead. Settings default to the run's."""
     run = load_trained(run, task="anomaly")
     a = run.config["anomaly"]
     levels = residuals(run, scan, _levels(run) if sigmas is None else list(sigmas), seeds=seeds, steps=steps,
                        memory_gb=memory_gb, device=device)
     signed, absolute = _mean_over(levels, list(levels))
     pick = lambda v, k, d: float(a.get(k, d) if v is None else v)  # noqa: E731
-    return score_map(signed, absolute, scan.mask, a.get("score", "abs") if score is None else score,
+    maps = score_map(signed, absolute, scan.mask, a.get("score", "abs") if score is None else score,
                      pick(smooth, "smooth", 2.0), pick(background, "background", 6.0))
+    return maps if per_channel else combine(maps)
+
+
+def combine(maps: np.ndarray) -> np.ndarray:
+    """One score per voxel from per-channel maps ``(C, X, Y, Z)``: the largest (a lesion seen in any one
+    sequence, FLAIR only say, is flagged; the channels share one normalised intensity scale)."""
+    return maps.max(axis=0) if maps.ndim == 4 else maps
 
 
 def choose_scoring(run: TrainedRun | str | os.PathLike, scan: Scan, truth: np.ndarray, region: np.ndarray, *,
@@ -154,7 +172,8 @@ def choose_scoring(run: TrainedRun | str | os.PathLike, scan: Scan, truth: np.nd
         for subset in itertools.combinations([float(v) for v in levels], k):
             signed, absolute = _mean_over(res, subset)
             for score, smooth, background in candidates:
-                auc = auroc(score_map(signed, absolute, scan.mask, score, smooth, background)[region], truth[region])
+                m = combine(score_map(signed, absolute, scan.mask, score, smooth, background))
+                auc = auroc(m[region], truth[region])
                 if auc > best[1]:
                     best = ({"sigmas": list(subset), "score": score, "smooth": smooth, "background": background}, auc)
     return best
@@ -171,28 +190,48 @@ def masked_smooth(score: np.ndarray, mask: np.ndarray, smooth: float) -> np.ndar
 
 
 def zscore_map(scan: Scan, healthy: Sequence[Scan], smooth: float = 2.0) -> np.ndarray:
-    """The intensity z-score baseline ``|x - mu| / sd`` against healthy scans: per voxel when three or more
-    healthy scans share the scan's grid (a registered population), else against the healthy foreground's global
-    mean and SD (one template cannot give voxel statistics). Smoothed like :func:`anomaly_map`."""
+    """The intensity z-score baseline ``|x - mu| / sd`` against healthy scans, per channel, the largest over
+    channels: per voxel when three or more healthy scans share the scan's grid (a registered population), else
+    against the healthy foreground's global mean and SD (one template cannot give voxel statistics). Smoothed like
+    :func:`anomaly_map`."""
     same = [h for h in healthy if h.x.shape == scan.x.shape]
     if len(same) >= 3:
         stack = np.stack([h.x for h in same])
         mu, sd = stack.mean(0), stack.std(0) + 1e-3
     else:
-        v = np.concatenate([h.x[h.mask] for h in healthy])
-        mu, sd = v.mean(), v.std()
-    return masked_smooth(np.abs(scan.x - mu) / sd, scan.mask, smooth)
+        v = np.concatenate([h.x[:, h.mask] for h in healthy], axis=1)  # (C, voxels)
+        mu, sd = v.mean(1)[:, None, None, None], v.std(1)[:, None, None, None]
+    z = np.abs(scan.x - mu) / sd
+    return combine(np.stack([masked_smooth(c, scan.mask, smooth) for c in z]))
 
 
 def calibrate(run: TrainedRun | str | os.PathLike, healthy: Sequence[Scan], fpr: float | None = None,
               regions: Sequence[np.ndarray] | None = None, **kwargs: Any) -> float:
     """The threshold that flags a fraction ``fpr`` (default: the run's) of healthy voxels (inside each scan's
     mask, or ``regions``) as anomalous. Use healthy scans the model was not trained on."""
+    return calibration(run, healthy, fpr, regions, **kwargs)["threshold"]
+
+
+def calibration(run: TrainedRun | str | os.PathLike, healthy: Sequence[Scan], fpr: float | None = None,
+                regions: Sequence[np.ndarray] | None = None, **kwargs: Any) -> dict[str, float]:
+    """:func:`calibrate`'s ``threshold`` and ``cluster_ml``: the largest connected cluster above it in any
+    healthy scan (mL), the subject-level rule of :func:`screen` (a subject is flagged when a cluster of its map is
+    larger than any healthy scan's: cluster-extent thresholding)."""
     run = load_trained(run, task="anomaly")
     fpr = float(run.config["anomaly"]["fpr"] if fpr is None else fpr)
     regions = [h.mask for h in healthy] if regions is None else regions
-    scores = np.concatenate([anomaly_map(run, h, **kwargs)[r] for h, r in zip(healthy, regions)])
-    return threshold_at_fpr(scores, fpr)
+    maps = [anomaly_map(run, h, **kwargs) for h in healthy]
+    threshold = threshold_at_fpr(np.concatenate([m[r] for m, r in zip(maps, regions)]), fpr)
+    cluster = max(largest_cluster_ml(m > threshold, r, h.volume.spacing) for m, r, h in zip(maps, regions, healthy))
+    return {"threshold": threshold, "cluster_ml": cluster}
+
+
+def largest_cluster_ml(flags: np.ndarray, region: np.ndarray, spacing: Sequence[float]) -> float:
+    """The volume (mL) of the largest face-connected cluster of ``flags`` inside ``region``."""
+    labels, n = ndimage.label(flags & region)
+    if n == 0:
+        return 0.0
+    return float(np.bincount(labels.ravel())[1:].max() * np.prod(spacing) / 1000.0)
 
 
 def stored_threshold(run: TrainedRun) -> float | None:
@@ -200,23 +239,66 @@ def stored_threshold(run: TrainedRun) -> float | None:
     return run.metadata.get("metrics", {}).get("threshold")
 
 
+def _describe(run: TrainedRun) -> str:
+    a = run.config["anomaly"]
+    return f"sciffusion anomaly score {a.get('score', 'abs')} {a['method']} sigmas {_levels(run)}"
+
+
 def detect(run: TrainedRun | str | os.PathLike, data: Any, mask: Any = None, *, out: str | os.PathLike | None = None,
            binary: str | os.PathLike | None = None, threshold: float | None = None, **kwargs: Any
            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score a scan (path or :class:`~sciffusion.domains.medical.volumes.Volume`) and write the score map (and,
-    with a threshold, given or calibrated at training, the binary map) as NIfTI on the scan's grid."""
+    """Score a scan (a path, a :class:`~sciffusion.domains.medical.volumes.Volume`, a list of them: one subject's
+    sequences, or a prepared :class:`Scan`) and write the score map (and, with a threshold, given or calibrated at
+    training, the binary map) as NIfTI on the scan's own grid; with several sequences also one map per sequence
+    (``out_SEQUENCE.nii.gz``). Returns the maps on the scan's grid."""
     run = load_trained(run, task="anomaly")
-    scan = prepare_like(run.config["data"], data, mask)
-    score = anomaly_map(run, scan, **kwargs)
+    scan = data if isinstance(data, Scan) else prepare_like(run.config["data"], data, mask)
+    per = anomaly_map(run, scan, per_channel=True, **kwargs)
+    score = scan.native(combine(per))
     threshold = stored_threshold(run) if threshold is None else threshold
-    pred = None if threshold is None else (score > threshold)
+    pred = None if threshold is None else (score > threshold) & (scan.native(scan.mask.astype(np.float32)) > 0.5)
+    if binary is not None and pred is None:
+        raise ValueError("no threshold: train with --calibration healthy scans or pass --threshold")
     if out is not None:
-        write_volume(out, score, scan.volume)
-    if binary is not None:
-        if pred is None:
-            raise ValueError("no threshold: train with --calibration healthy scans or pass --threshold")
-        write_volume(binary, pred.astype(np.uint8), scan.volume, dtype=np.uint8)
+        write_volume(out, score, scan.input, descrip=_describe(run))
+        if len(per) > 1:
+            for name, m in zip(scan.sequences, per):
+                scan.write(tagged(out, name), m, descrip=f"{_describe(run)} {name}")
+    if binary is not None and pred is not None:
+        write_volume(binary, pred.astype(np.uint8), scan.input, dtype=np.uint8,
+                     descrip=f"sciffusion anomaly > {threshold:.4g}")
     return score, pred
+
+
+def screen(run: TrainedRun | str | os.PathLike, cohort: Any, out: str | os.PathLike, *,
+           threshold: float | None = None, progress: bool = True, **kwargs: Any) -> pathlib.Path:
+    """Score every subject of a cohort (a manifest, pattern, DataFrame or
+    :class:`~sciffusion.domains.medical.cohort.Cohort`): ``out/SUBJECT_score.nii.gz`` (and per sequence
+    ``SUBJECT_score_SEQUENCE.nii.gz``), with a threshold ``SUBJECT_binary.nii.gz``, and ``out/scores.csv``: the
+    anomalous volume (mL, above the threshold inside the mask), the max and mean score in the mask, the largest
+    cluster, and ``flagged``: whether that cluster is larger than any healthy calibration scan's (empty for runs
+    calibrated before this existed). Resumable (see :mod:`~sciffusion.domains.medical.batch`)."""
+    run = load_trained(run, task="anomaly")
+    cohort = read_cohort(cohort)
+    check_sequences(run.metadata.get("sequences"), cohort)
+    threshold = stored_threshold(run) if threshold is None else threshold
+    cluster_ml = run.metadata.get("metrics", {}).get("cluster_ml")
+
+    def work(subject: Subject, folder: pathlib.Path) -> dict[str, Any]:
+        scan = prepare_subject(run.config["data"], subject, series=cohort.series)
+        score, pred = detect(run, scan, out=nifti_name(folder, subject.id, "score"),
+                             binary=None if threshold is None else nifti_name(folder, subject.id, "binary"),
+                             threshold=threshold, **kwargs)
+        mask = scan.native(scan.mask.astype(np.float32)) > 0.5
+        row: dict[str, Any] = {"max_score": float(score[mask].max()), "mean_score": float(score[mask].mean())}
+        if pred is not None:
+            voxel_ml = float(np.prod(scan.input.spacing)) / 1000.0
+            largest = largest_cluster_ml(pred, mask, scan.input.spacing)
+            row.update(anomalous_ml=float(pred.sum()) * voxel_ml, largest_cluster_ml=largest,
+                       flagged="" if cluster_ml is None else bool(largest > cluster_ml))
+        return row
+
+    return each_subject(cohort, out, work, "scores.csv", "detect", progress)
 
 
 @register
@@ -224,10 +306,12 @@ class Anomaly(Task):
     name = "anomaly"
     verb = "detect"
     summary = "unsupervised voxel anomaly maps of 3-D scans (NIfTI/DICOM) from a model of healthy patches"
+    required_train = ("out",)  # the scans: --data or --cohort (checked with a clear error)
     defaults = merge(MEDICAL_DEFAULTS, ANOMALY_DEFAULTS)
     train_flags = SCAN_TRAIN_FLAGS + (
         Flag("--method", "anomaly.method", "diffusion, or dae (the denoising-autoencoder baseline)"),
-        Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on", nargs="+"),
+        Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on (default with "
+             "a --cohort: its subjects of split 'calibration')", nargs="+"),
         Flag("--fpr", "anomaly.fpr", "voxel false-positive rate of the calibrated threshold", float),
         Flag("--validation", "anomaly.validation", "a scan with known lesions to choose levels and score on"),
         Flag("--validation-lesions", "anomaly.validation_lesions", "the lesion mask of --validation (NIfTI)"),
@@ -249,7 +333,7 @@ class Anomaly(Task):
         Flag("--mask", "data.mask", "evaluate inside this mask (default: where scores are defined)"),
         Flag("--threshold", "threshold", "score threshold for Dice (default: the run's calibrated one)", float),
     )
-    required_sample = ("run", "out", "data.path")
+    required_sample = ("run", "out")
     required_evaluate = ("scores", "lesions")
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
@@ -263,8 +347,12 @@ class Anomaly(Task):
         if a["method"] == "dae":  # the baseline: one noise level, no diffusion
             config = merge(config, {"model": {"process": {"name": "fixed", "sigma": float(a["dae_sigma"])}}})
         config = merge(config, {"model": {"noise_factor": int(a["noise_factor"])}})
-        scans = scans_from_config(config)
+        config, cohort = training_cohort(config)
         p = int(config["data"]["patch"])
+        calibration_subjects = None
+        if config["data"].get("cohort") is not None and not a.get("calibration"):
+            everyone = read_cohort(config["data"]["cohort"], config["data"].get("series"))
+            calibration_subjects = everyone.select("calibration").subjects or None
 
         def calibrate_on_holdout(module: Any, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
             run = TrainedRun(module, None, config if sampling is None else {**config, "sampling": sampling})
@@ -272,28 +360,37 @@ class Anomaly(Task):
             settings: dict[str, Any] = {}
             if a.get("validation"):  # choose levels and score on a scan with known lesions, store them in the run
                 val = prepare_like(config["data"], a["validation"])
-                truth = read_volume(a["validation_lesions"]).data > 0.5
-                if truth.shape != val.x.shape:
-                    raise ValueError(f"validation lesion mask shape {truth.shape} does not match the scan "
-                                     f"{val.x.shape}")
+                lesions = read_volume(a["validation_lesions"])
+                if lesions.data.shape != val.input.data.shape:
+                    raise ValueError(f"validation lesion mask shape {lesions.data.shape} does not match the scan "
+                                     f"{val.input.data.shape}")
+                truth = resample_onto(lesions.data, lesions.affine, val.volume.affine, val.mask.shape) > 0.5
                 settings, auc = choose_scoring(run, val, truth, val.mask)
                 found["config"] = {"anomaly": settings}
                 found["metrics"]["validation_auroc"] = auc
-            if a.get("calibration"):
-                held = [prepare_like(config["data"], f) for f in a["calibration"]]
-                found["metrics"].update(threshold=calibrate(run, held, **settings), calibration_fpr=float(a["fpr"]))
+            held = [prepare_like(config["data"], f) for f in a.get("calibration") or []]
+            if not held and calibration_subjects is not None:  # the cohort's own held-out healthy subjects
+                held = [prepare_subject(config["data"], s) for s in calibration_subjects]
+            if held:
+                found["metrics"].update(calibration(run, held, **settings), calibration_fpr=float(a["fpr"]),
+                                        calibration_scans=len(held))
             return found
 
-        return train_on_patches(config, scans, (p, p, p), None, {"in_channels": 1}, {"method": a["method"]},
+        return train_on_patches(config, cohort, (p, p, p), None, {}, {"method": a["method"]},
                                 calibrate=calibrate_on_holdout)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
         a = config.get("anomaly", {})
+        kw = dict(threshold=config.get("threshold"), seeds=a.get("seeds"), sigmas=a.get("sigmas"), score=a.get("score"),
+                  smooth=a.get("smooth"), background=a.get("background"), memory_gb=config.get("memory_gb"),
+                  device=config.get("sampling", {}).get("device"))
+        if config["data"].get("cohort") is not None:
+            return screen(run, config_cohort(config), config["out"], **kw)
+        if config["data"].get("path") is None:
+            raise ValueError("give the scan with --data or the subjects with --cohort")
         detect(run, config["data"]["path"], config["data"].get("mask"), out=config["out"], binary=config.get("binary"),
-               threshold=config.get("threshold"), seeds=a.get("seeds"), sigmas=a.get("sigmas"), score=a.get("score"),
-               smooth=a.get("smooth"), background=a.get("background"), memory_gb=config.get("memory_gb"),
-               device=config.get("sampling", {}).get("device"))
+               **kw)
         return pathlib.Path(config["out"])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:

@@ -10,14 +10,18 @@ import torch
 from torch.utils.data import Dataset
 
 from ...diffusion import numpy_rng
+from .cache import as_array
 from .intensity import bias_field
 
 
 def crop(data: np.ndarray, centre: Sequence[int], shape: Sequence[int]) -> np.ndarray:
-    """The box of ``shape`` centred on ``centre``; parts outside the volume are 0."""
-    out = np.zeros(tuple(shape), dtype=data.dtype)
-    src, dst = [], []
-    for c, s, n in zip(centre, shape, data.shape):
+    """The box of ``shape`` centred on ``centre`` over the last ``len(centre)`` axes (leading axes, as channels,
+    whole); parts outside the volume are 0. Reads only the box (``data`` may be memory-mapped)."""
+    lead = data.ndim - len(centre)
+    out = np.zeros(tuple(data.shape[:lead]) + tuple(shape), dtype=data.dtype)
+    src: list[slice] = [slice(None)] * lead
+    dst: list[slice] = [slice(None)] * lead
+    for c, s, n in zip(centre, shape, data.shape[lead:]):
         lo = int(c) - s // 2
         a, b = max(lo, 0), min(lo + s, n)
         src.append(slice(a, b))
@@ -28,32 +32,40 @@ def crop(data: np.ndarray, centre: Sequence[int], shape: Sequence[int]) -> np.nd
 
 def augment_intensity(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, scale: float = 0.1,
                       bias: float = 0.15) -> np.ndarray:
-    """Healthy-looking intensity variation: a global gain ``exp(N(0, scale^2))`` and a smooth bias field of
-    strength ``bias``, inside ``mask`` (so the reconstruction model does not flag scanner variation)."""
-    gain = np.exp(scale * rng.standard_normal()) if scale > 0 else 1.0
-    field = bias_field(x.shape, bias, rng, control=3) if bias > 0 else 1.0
+    """Healthy-looking intensity variation of a patch ``(X, Y, Z)`` or ``(C, X, Y, Z)``: a gain
+    ``exp(N(0, scale^2))`` per channel (sequences are scaled independently) and one smooth bias field of strength
+    ``bias`` (a coil property, shared by the sequences), inside ``mask`` (so the reconstruction model does not flag
+    scanner variation)."""
+    lead = x.ndim - mask.ndim
+    gain = np.exp(scale * rng.standard_normal(x.shape[:lead] or None)) if scale > 0 else 1.0
+    gain = np.reshape(gain, np.shape(gain) + (1,) * mask.ndim) if lead else gain
+    field = bias_field(mask.shape, bias, rng, control=3) if bias > 0 else 1.0
     return np.where(mask, x * gain * field, x).astype(np.float32)
 
 
 class PatchDataset(Dataset):
-    """``length`` random patches of normalised volumes, patch ``i`` a function of ``(seed, i)`` only (so runs
-    resume and workers agree). Patch centres are voxels of ``region`` (default: the mask).
+    """``length`` random patches of normalised volumes ``(X, Y, Z)`` or ``(C, X, Y, Z)`` (arrays, or
+    :class:`~sciffusion.domains.medical.cache.LazyArray` memory-mapped files), patch ``i`` a function of
+    ``(seed, i)`` only (so runs resume and workers agree). Patch centres are voxels of ``region`` (default: the
+    mask), or the flat voxel indices ``centres`` (one array per volume, e.g. memory-mapped from a cache).
 
-    ``make(x, mask, rng) -> dict`` turns a cropped patch ``(crop_shape)`` and its mask into a training sample
-    (tensors ``(C, *patch)``); the default gives ``{"x", "mask"}`` with intensity augmentation.
+    ``make(x, mask, rng) -> dict`` turns a cropped patch ``(C, *crop_shape)`` and its mask ``(crop_shape)`` into a
+    training sample (tensors ``(C, *patch)``); the default gives ``{"x", "mask"}`` with intensity augmentation.
     """
 
-    def __init__(self, volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray], crop_shape: Sequence[int],
+    def __init__(self, volumes: Sequence[Any], masks: Sequence[Any], crop_shape: Sequence[int],
                  length: int, seed: int = 0, region: Sequence[np.ndarray] | None = None,
                  make: Callable[[np.ndarray, np.ndarray, np.random.Generator], dict[str, torch.Tensor]] | None = None,
-                 augment: dict[str, float] | None = None) -> None:
+                 augment: dict[str, float] | None = None, centres: Sequence[Any] | None = None) -> None:
         if len(volumes) != len(masks) or not volumes:
             raise ValueError("give one mask per volume (and at least one volume)")
         self.volumes, self.masks = list(volumes), list(masks)
         self.crop_shape, self.length, self.seed = tuple(int(s) for s in crop_shape), int(length), int(seed)
-        region = self.masks if region is None else list(region)
-        self.centres = [np.argwhere(r) for r in region]
-        if any(len(c) == 0 for c in self.centres):
+        if centres is None:
+            region = [as_array(m) for m in self.masks] if region is None else list(region)
+            centres = [np.flatnonzero(r) for r in region]
+        self.centres = list(centres)
+        if any(as_array(c).shape[0] == 0 for c in self.centres):
             raise ValueError("a volume has no voxel in its patch region (mask)")
         self.augment = {"scale": 0.1, "bias": 0.15} if augment is None else dict(augment)
         self.make = make or self._default
@@ -63,13 +75,16 @@ class PatchDataset(Dataset):
 
     def _default(self, x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = augment_intensity(x, m, rng, **self.augment)
-        return {"x": torch.from_numpy(x)[None], "mask": torch.from_numpy(m)[None]}
+        return {"x": torch.from_numpy(x), "mask": torch.from_numpy(m)[None]}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = numpy_rng(self.seed, "patch", int(i))
         v = int(rng.integers(len(self.volumes)))
-        c = self.centres[v][int(rng.integers(len(self.centres[v])))]
-        return self.make(crop(self.volumes[v], c, self.crop_shape), crop(self.masks[v], c, self.crop_shape), rng)
+        mask, centres = as_array(self.masks[v]), as_array(self.centres[v])
+        c = [int(i) for i in np.unravel_index(int(centres[int(rng.integers(centres.shape[0]))]), mask.shape)]
+        x = crop(as_array(self.volumes[v]), c, self.crop_shape).astype(np.float32)
+        return self.make(x if x.ndim == mask.ndim + 1 else x[None], crop(mask, c, self.crop_shape).astype(bool),
+                         rng)
 
 
 def bytes_per_voxel(net: dict[str, Any]) -> float:

@@ -5,6 +5,7 @@ noise), with a spatial split (train on one hemisphere, test on the other)."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,13 +99,92 @@ def brain_benchmark(seed: int = 0, lesions: int = 8, radius: tuple[float, float]
     t1 = mni152(2)
     train = prepare(t1, t1.data > 0)
     wm = read_volume(dataset_path("mni152_wm_2mm")).data > 127
-    cal_x, cal_m = perturb(train.x, train.mask, rng)
-    test_x, test_m = perturb(train.x, train.mask, rng)
+    cal_x, cal_m = perturb(train.x[0], train.mask, rng)
+    test_x, test_m = perturb(train.x[0], train.mask, rng)
     right = hemisphere(test_m, "right")
     sites = right & wm & ndimage.binary_erosion(test_m, iterations=int(np.ceil(radius[1])) + 1)
     test_x, truth = insert_lesions(test_x, sites, rng, count=lesions, radius=radius, shift=shift,
-                                   healthy=train.x[train.mask])
+                                   healthy=train.x[0][train.mask])
     truth &= test_m
     as_scan = lambda x, m: Scan(t1.like(x), x, m, train.norm)  # noqa: E731  (already normalised)
     return Benchmark(train, hemisphere(train.mask, "left"), as_scan(cal_x, cal_m), hemisphere(cal_m, "left"),
                      as_scan(test_x, test_m), right, truth & right)
+
+
+def second_contrast(t1: np.ndarray, mask: np.ndarray, wm: np.ndarray) -> np.ndarray:
+    """A T2/FLAIR-like stand-in sequence on the T1's grid from real anatomy: white matter dark, the darkest T1
+    tissue (CSF) bright, built from the normalised T1 and the white-matter map (a second real contrast, not a copy:
+    its intensity is not a monotone function of the T1's)."""
+    t = np.clip(t1, 0, 1)
+    return np.where(mask, 0.25 + 0.6 * (1 - t) ** 2 - 0.2 * wm + 0.15 * t * (1 - wm), 0.0).astype(np.float32)
+
+
+def make_cohort(folder: str | pathlib.Path, subjects: int, *, sequences: Sequence[str] = ("T1", "FLAIR"),
+                seed: int = 0, box: tuple[slice, ...] | None = None, spacings: Sequence[float] | None = None,
+                deformation: float = 1.5, bias: float = 0.15, noise: float = 0.02, lesions: int = 0,
+                lesion_sequence: str | None = None, split: Sequence[str] | None = None,
+                lesion_splits: Sequence[str] = ("test",)) -> pathlib.Path:
+    """Write a synthetic multi-sequence cohort of the bundled 2 mm MNI anatomy and its manifest
+    (``folder/cohort.csv``): each subject a :func:`perturb`-ed copy (its own deformation, bias field and noise)
+    of the T1 and of :func:`second_contrast`, cropped to ``box``; subject ``i`` at isotropic spacing
+    ``spacings[i % len]`` mm (resampled, so cohorts mix grids); with ``lesions`` > 0, that many soft lesions in white
+    matter of the ``lesion_sequence`` only (default: every sequence) and a ``label`` column with the lesion masks.
+    ``split``: split names cycled over the subjects (a ``split`` column); lesions then go to the subjects of
+    ``lesion_splits`` only, the others stay healthy."""
+    from .grids import resample_onto, spacing_grid
+    from .volumes import write_volume
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    t1 = mni152(2)
+    box = box or tuple(slice(0, n) for n in t1.data.shape)
+    ref = t1.like(t1.data[box], affine=t1.affine.copy())
+    ref.affine[:3, 3] = t1.affine[:3, :3] @ np.array([s.start or 0 for s in box]) + t1.affine[:3, 3]
+    ref.source_affine = ref.affine
+    base = prepare(ref, ref.data > 0)
+    wm = read_volume(dataset_path("mni152_wm_2mm")).data[box] / 255.0
+    contrasts = {"T1": base.x[0], "FLAIR": second_contrast(base.x[0], base.mask, wm)}
+    rows = []
+    for i in range(subjects):
+        rng = np.random.default_rng([seed, i])
+        warped, disp = random_deformation(base.x[0], deformation, rng)
+        m = warp(base.mask.astype(np.float32), disp) > 0.5
+        field = bias_field(m.shape, bias, rng)
+        imgs = {}
+        for k, name in enumerate(sequences):
+            src = contrasts[name] if name in contrasts else contrasts["FLAIR" if k else "T1"]
+            y = warp(src, disp) * field + noise * rng.standard_normal(m.shape).astype(np.float32)
+            imgs[name] = np.where(m, y, 0.0).astype(np.float32)
+        truth = np.zeros(m.shape, bool)
+        ill = lesions > 0 and (split is None or split[i % len(split)] in lesion_splits)
+        if ill:
+            sites = m & (warp(wm, disp) > 0.5) & ndimage.binary_erosion(m, iterations=6)
+            for name in sequences:
+                if lesion_sequence in (None, name):
+                    # the same lesion sites in each affected sequence: one draw sequence per subject
+                    imgs[name], truth = insert_lesions(imgs[name], sites, np.random.default_rng([seed, i, 1]),
+                                                       count=lesions, healthy=imgs[name][m])
+        affine, shape = ref.affine, m.shape
+        if spacings:
+            affine, shape = spacing_grid(ref.affine, m.shape, [float(spacings[i % len(spacings)])] * 3)
+        row: dict[str, str] = {"subject": f"sub{i:03d}"}
+        for name, img in imgs.items():
+            data = img if shape == m.shape and np.allclose(affine, ref.affine) else \
+                resample_onto(img, ref.affine, affine, shape)
+            out = ref.like(data, affine=affine)
+            write_volume(folder / f"sub{i:03d}_{name}.nii.gz", data, out)
+            row[name] = f"sub{i:03d}_{name}.nii.gz"
+        if ill:
+            lab = truth if shape == m.shape else resample_onto(truth.astype(np.float32), ref.affine, affine,
+                                                              shape) > 0.5
+            write_volume(folder / f"sub{i:03d}_lesions.nii.gz", lab.astype(np.uint8), ref.like(lab, affine=affine),
+                         dtype=np.uint8)
+            row["label"] = f"sub{i:03d}_lesions.nii.gz"
+        if split is not None:
+            row["split"] = split[i % len(split)]
+        rows.append(row)
+    import pandas as pd
+
+    path = folder / "cohort.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

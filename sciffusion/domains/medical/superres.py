@@ -26,18 +26,24 @@ from ...tasks.base import Flag, Task, register
 from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import conditional_mean
+from .batch import each_subject, nifti_name
+from .cohort import Subject
+from .grids import resample_onto
 from .patches import augment_intensity
 from .scans import (
     MEDICAL_DEFAULTS,
     SCAN_SAMPLE_FLAGS,
     SCAN_TRAIN_FLAGS,
     Scan,
+    check_sequences,
+    config_cohort,
     prepare_like,
-    scans_from_config,
+    prepare_subject,
     tiled,
     train_on_patches,
+    training_cohort,
 )
-from .volumes import write_volume
+from .volumes import tagged, write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {
     "superres": {"axis": 2, "factors": [2, 3, 4, 5], "base": "cubic", "mode": "mean", "samples": 1},
@@ -128,43 +134,45 @@ def cubic_upsample(thick: np.ndarray, k: int, axis: int = 2) -> np.ndarray:
     return cubic_fill(grid, kept, axis)
 
 
-def _cond(linear: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
-    """Condition channels ``(3, *shape)``: the base (interpolated) volume, the kept-slice flag and the distance to
-    the nearest kept slice in units of 5 slices (so one model serves factors 2-5)."""
+def _cond(base: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
+    """Condition channels ``(C + 2, *shape)`` of a base volume ``(C, *shape)`` (spatial ``axis``): the base
+    (interpolated) sequences, the kept-slice flag and the distance to the nearest kept slice in units of 5 slices
+    (so one model serves factors 2-5)."""
     idx = np.flatnonzero(kept)
     pos = np.arange(len(kept))
     dist = np.min(np.abs(pos[:, None] - idx[None, :]), axis=1) / 5.0
-    flag, d = _along(kept.astype(np.float32), axis, linear.shape), _along(dist, axis, linear.shape)
-    return np.stack([linear, flag, d]).astype(np.float32)
+    spatial = base.shape[1:]
+    flag, d = _along(kept.astype(np.float32), axis, spatial), _along(dist, axis, spatial)
+    return np.concatenate([base, flag[None], d[None]]).astype(np.float32)
 
 
 def training_pair(factors: list[int], axis: int, patch: int, augment: dict[str, float], base: str = "linear"):
-    """``make(x, mask, rng)`` for :class:`~sciffusion.domains.medical.patches.PatchDataset`: a crop longer by
-    ``2 * max(factors)`` along ``axis`` -> residual target (over the ``base`` interpolation), condition and loss
-    mask of the central patch."""
+    """``make(x, mask, rng)`` for :class:`~sciffusion.domains.medical.patches.PatchDataset`: a crop ``(C, ...)``
+    longer by ``2 * max(factors)`` along spatial ``axis`` -> residual target (over the ``base`` interpolation),
+    condition and loss mask of the central patch."""
     margin = max(factors)
 
     def make(x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = augment_intensity(x, m, rng, **augment)
         k = int(rng.choice(factors))
-        n = x.shape[axis]
+        n = x.shape[axis + 1]
         kept = (np.arange(n) - int(rng.integers(k))) % k == 0
-        lin = base_fill(x, kept, axis, base)
+        lin = base_fill(x, kept, axis + 1, base)
         sl = [slice(None)] * 3
         sl[axis] = slice(margin, margin + patch)
         sl = tuple(sl)
         cond = _cond(lin, kept, axis)[(slice(None),) + sl]
-        target = (x - lin)[sl]
-        loss_mask = m[sl] & ~_along(kept[sl[axis]], axis, target.shape)
-        return {"x": torch.from_numpy(np.ascontiguousarray(target))[None], "cond": torch.from_numpy(cond.copy()),
+        target = (x - lin)[(slice(None),) + sl]
+        loss_mask = m[sl] & ~_along(kept[sl[axis]], axis, m[sl].shape)
+        return {"x": torch.from_numpy(np.ascontiguousarray(target)), "cond": torch.from_numpy(cond.copy()),
                 "mask": torch.from_numpy(np.ascontiguousarray(loss_mask))[None]}
 
     return make
 
 
 def superresolve(run: TrainedRun | str | os.PathLike, thick: Scan, factor: int, **kwargs: Any) -> np.ndarray:
-    """Thin volume ``(..., (n - 1) factor + 1, ...)`` (normalised units) from a prepared thick scan: the linear
-    base volume plus the model's residual (see :func:`superres_residual` for the keyword arguments)."""
+    """Thin volume ``(C, ..., (n - 1) factor + 1, ...)`` (normalised units) from a prepared thick scan: the base
+    volume plus the model's residual (see :func:`superres_residual` for the keyword arguments)."""
     lin, res = superres_residual(run, thick, factor, **kwargs)
     return lin + res
 
@@ -174,7 +182,7 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
                       memory_gb: float | None = None, device: str | torch.device | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """The base (interpolated) thin volume and the model's residual on it, both normalised
-    ``(..., (n - 1) factor + 1, ...)``; runs from before ``superres.base`` existed use linear.
+    ``(C, ..., (n - 1) factor + 1, ...)``; runs from before ``superres.base`` existed use linear.
 
     ``mode="mean"``: the model's conditional mean (one network pass at a high noise level; the best PSNR);
     ``mode="sample"``: the mean of ``samples`` posterior samples (one is a sharp, plausible volume). The residual
@@ -191,28 +199,28 @@ def superres_residual(run: TrainedRun | str | os.PathLike, thick: Scan, factor: 
     spec = run.sampling_spec(sampling)
     device = spec.resolve_device(device)
     run.to(device)
-    kept = kept_slices(thick.x.shape[axis], factor)
-    lin = base_upsample(thick.x, factor, axis, sr.get("base", "linear"))
+    kept = kept_slices(thick.mask.shape[axis], factor)
+    lin = base_upsample(thick.x, factor, axis + 1, sr.get("base", "linear"))
     mask = linear_upsample(thick.mask.astype(np.float32), factor, axis) > 0.5
     cond = torch.from_numpy(_cond(lin, kept, axis))[None].to(device)
     budget = float(memory_gb or run.config.get("memory_gb", 4))
 
     def wrap(D: Any) -> Any:
-        return tiled(D, run.config["model"]["net"], lin.shape, budget)
+        return tiled(D, run.config["model"]["net"], mask.shape, budget)
 
     if mode == "mean":
         # At 10 sigma_data the noisy input carries almost nothing, so D returns E[residual | cond]; higher
         # levels are rarely seen in training (log-normal sigmas) and less accurate.
         D = wrap(run.denoiser())
         top = min(spec.sigma_start, 10.0 * D.sigma_data)
-        res = conditional_mean(D, (1, *lin.shape), cond, top, spec, device=device)[0]
+        res = conditional_mean(D, lin.shape, cond, top, spec, device=device)[0]
     else:
         # One volume at a time (each is a whole tiled volume); sample i is keyed by its number.
         seeds = [derive_seed(seed, "superres", i) for i in range(samples)]
-        res = run.sample((1, *lin.shape), seeds, cond=cond.expand(samples, *cond.shape[1:]),
+        res = run.sample(lin.shape, seeds, cond=cond.expand(samples, *cond.shape[1:]),
                          sampling=spec.replace(batch_size=1), wrap=wrap, device=device).mean(0)
-    res = res[0].float().cpu().numpy()
-    return lin, np.where(mask & ~_along(kept, axis, lin.shape), res, 0.0).astype(np.float32)
+    res = res.float().cpu().numpy()
+    return lin, np.where(mask & ~_along(kept, axis, mask.shape), res, 0.0).astype(np.float32)
 
 
 def thin_affine(affine: np.ndarray, factor: int, axis: int) -> np.ndarray:
@@ -227,6 +235,7 @@ class SuperRes(Task):
     name = "superres"
     verb = "superres"
     summary = "through-plane super-resolution of thick-slice 3-D scans (NIfTI/DICOM)"
+    required_train = ("out",)  # the scans: --data or --cohort (checked with a clear error)
     defaults = merge(MEDICAL_DEFAULTS, SUPERRES_DEFAULTS)
     train_flags = SCAN_TRAIN_FLAGS + (
         Flag("--factors", "superres.factors", "slice factors to train on", int, nargs="+"),
@@ -238,7 +247,7 @@ class SuperRes(Task):
         Flag("--mode", "superres.mode", "mean (best PSNR) or sample"),
         Flag("--samples", "superres.samples", "posterior samples to average in sample mode", int),
     )
-    required_sample = ("run", "out", "data.path")
+    required_sample = ("run", "out")
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         sr, d = config["superres"], config["data"]
@@ -252,24 +261,66 @@ class SuperRes(Task):
         if base not in BASES:
             raise ValueError(f"--base must be one of {sorted(BASES)}; got {base!r}")
         make = training_pair(factors, axis, p, d.get("augment") or {"scale": 0.0, "bias": 0.0}, base)
-        return train_on_patches(config, scans_from_config(config), crop, make,
-                                {"in_channels": 1, "cond_channels": 3}, {"factors": factors, "axis": axis})
+        config, cohort = training_cohort(config)
+        return train_on_patches(config, cohort, crop, make, {"cond_channels": len(cohort.sequences) + 2},
+                                {"factors": factors, "axis": axis})
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
         run = load_trained(config["run"], task=self.name)
-        thick = prepare_like(run.config["data"], config["data"]["path"], config["data"].get("mask"))
-        axis = int(run.config["superres"]["axis"])
-        k = config.get("factor") or int(round(thick.volume.spacing[axis] / run.metadata["spacing"][axis]))
-        if k < 2:
-            raise ValueError(f"the scan's slice spacing {thick.volume.spacing[axis]:.2f} mm is not thicker than the "
-                             f"training scans' {run.metadata['spacing'][axis]:.2f} mm; pass --factor")
-        sr = config.get("superres", {})
-        _, residual = superres_residual(run, thick, int(k), mode=sr.get("mode"), samples=sr.get("samples"),
-                                        seed=int(config.get("seed", 0)), sampling=config.get("sampling"),
-                                        memory_gb=config.get("memory_gb"))
-        # Back to the scan's units: its own slices and background exactly, plus the model's residual scaled by the
-        # normalisation (no percentile clipping of the output).
-        out = (base_upsample(thick.volume.data, int(k), axis, run.config["superres"].get("base", "linear"))
-               + residual * (thick.norm.hi - thick.norm.lo))
-        write_volume(config["out"], out, thick.volume, affine=thin_affine(thick.volume.affine, int(k), axis))
+        kw = dict(factor=config.get("factor"), seed=int(config.get("seed", 0)), sampling=config.get("sampling"),
+                  memory_gb=config.get("memory_gb"), **{k: config.get("superres", {}).get(k)
+                                                        for k in ("mode", "samples")})
+        if config["data"].get("cohort") is not None:
+            cohort = config_cohort(config)
+            check_sequences(run.metadata.get("sequences"), cohort)
+
+            def work(subject: Subject, folder: pathlib.Path) -> dict[str, Any]:
+                thick = prepare_thick(run, subject, cohort.series)
+                k = write_thin(run, thick, nifti_name(folder, subject.id, "thin"), **kw)
+                return {"factor": k, "slices": (thick.input.data.shape[int(run.config["superres"]["axis"])] - 1) * k
+                        + 1}
+
+            return each_subject(cohort, config["out"], work, "superres.csv", "superres")
+        if config["data"].get("path") is None:
+            raise ValueError("give the thick scan with --data or the subjects with --cohort")
+        write_thin(run, prepare_thick(run, config["data"]["path"], mask=config["data"].get("mask")), config["out"],
+                   **kw)
         return pathlib.Path(config["out"])
+
+
+def prepare_thick(run: TrainedRun, item: Any, series: str | None = None, mask: Any = None) -> Scan:
+    """A thick scan (path, volume, or cohort subject) prepared at the run's in-plane spacing; its slice axis is
+    kept as acquired."""
+    d = dict(run.config["data"])
+    if d.get("spacing") is not None:
+        d["spacing"] = [None if i == int(run.config["superres"]["axis"]) else float(v)
+                        for i, v in enumerate(d["spacing"])]
+    if isinstance(item, Subject):
+        return prepare_subject(d, item, series)
+    return prepare_like(d, item, mask)
+
+
+def write_thin(run: TrainedRun, thick: Scan, out: str | os.PathLike, factor: int | None = None, **kwargs: Any) -> int:
+    """Super-resolve a prepared thick scan and write it (one file per sequence when there are several,
+    ``out_SEQUENCE.nii.gz``) in the scan's units and in-plane grid: its own slices and background exactly, plus
+    the model's residual scaled by each sequence's normalisation. Returns the factor used."""
+    axis = int(run.config["superres"]["axis"])
+    k = factor or int(round(thick.volume.spacing[axis] / run.metadata["spacing"][axis]))
+    if k < 2:
+        raise ValueError(f"the scan's slice spacing {thick.volume.spacing[axis]:.2f} mm is not thicker than the "
+                         f"training scans' {run.metadata['spacing'][axis]:.2f} mm; pass --factor")
+    _, residual = superres_residual(run, thick, int(k), **kwargs)
+    base = run.config["superres"].get("base", "linear")
+    src = thick.input
+    grid = thin_affine(src.affine, k, axis)
+    shape = list(src.data.shape)
+    shape[axis] = (shape[axis] - 1) * k + 1
+    names = [None] if len(residual) == 1 else list(thick.sequences)
+    for c, name in enumerate(names):
+        res = residual[c] * (thick.norms[c].hi - thick.norms[c].lo)
+        if thick.resampled:  # back from the run's in-plane grid onto the scan's own
+            res = resample_onto(res, thin_affine(thick.volume.affine, k, axis), grid, shape)
+        target = out if name is None else tagged(out, name)
+        write_volume(target, base_upsample(thick.inputs[c].data, int(k), axis, base) + res, src, affine=grid,
+                     descrip=f"sciffusion superres x{k} {run.config['superres'].get('mode', 'mean')}")
+    return int(k)

@@ -68,20 +68,21 @@ def _from_image(img: Any, path: str) -> Volume:
     return Volume(data, canon.affine.copy(), img.affine.copy(), tuple(img.shape), img.header.copy(), path)
 
 
-def read_volume(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Volume:
-    """Read a NIfTI file (``.nii``/``.nii.gz``), a DICOM series (a folder of ``.dcm`` files or a list of them)
-    or a single multi-frame DICOM file, as a canonical :class:`Volume`.
+def read_volume(path: str | os.PathLike | Sequence[str | os.PathLike], series: str | None = None) -> Volume:
+    """Read a NIfTI file (``.nii``/``.nii.gz``), a DICOM folder or file list (``series``: the SeriesInstanceUID
+    or description to take when the folder holds several; see :mod:`~sciffusion.domains.medical.dicom`) or one
+    multi-frame DICOM file, as a canonical :class:`Volume`.
 
-    Errors name the problem: a missing file, a 2-D or 4-D image, NaN voxels, a DICOM series with missing or
-    unevenly spaced slices.
+    Errors name the problem: a missing file, a 2-D or 4-D image, NaN voxels, a DICOM folder with several or no
+    volume series, gantry tilt, missing or unevenly spaced slices.
     """
     if isinstance(path, (list, tuple)):
-        return read_dicom(path)
+        return read_dicom(path, series)
     p = pathlib.Path(path)
     if not p.exists():
         raise FileNotFoundError(f"volume {p} does not exist")
     if p.is_dir() or p.suffix.lower() in (".dcm", ".ima") or _is_dicom(p):
-        return read_dicom(sorted(p.glob("*")) if p.is_dir() else [p])
+        return read_dicom(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p], series)
     try:
         img = _nib().load(str(p))
     except Exception as e:  # nibabel raises several types for unreadable files
@@ -97,77 +98,24 @@ def _is_dicom(p: pathlib.Path) -> bool:
         return False
 
 
-def read_dicom(files: Sequence[str | os.PathLike]) -> Volume:
-    """A DICOM series (one slice per file, sorted by position along the slice normal) or one multi-frame file.
-
-    The affine is built from ImageOrientationPatient, ImagePositionPatient and PixelSpacing (DICOM's LPS turned
-    into RAS); RescaleSlope/Intercept are applied (CT in Hounsfield units). Slices must be evenly spaced.
+def read_dicom(files: Sequence[str | os.PathLike], series: str | None = None) -> Volume:
+    """One DICOM series among ``files`` as a canonical :class:`Volume` (DICOM's LPS turned into RAS; rescale
+    slope/intercept applied, so CT is in Hounsfield units). See :func:`~sciffusion.domains.medical.dicom.read_series`.
     """
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError("DICOM input needs pydicom: pip install 'sciffusion[medical]'") from None
-    files = [pathlib.Path(f) for f in files if pathlib.Path(f).is_file()]
-    if not files:
-        raise ValueError("no DICOM files given")
-    slices = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f))
-        except Exception as e:
-            raise ValueError(f"{f}: not a readable DICOM file ({e})") from None
-        if "PixelData" in ds:
-            slices.append((f, ds))
-    if not slices:
-        raise ValueError(f"none of the {len(files)} DICOM files holds pixel data")
-    f0, ds0 = slices[0]
-    try:
-        row, col = (np.array(ds0.ImageOrientationPatient[:3], float), np.array(ds0.ImageOrientationPatient[3:], float))
-        dr, dc = (float(v) for v in ds0.PixelSpacing)
-    except AttributeError as e:
-        raise ValueError(f"{f0}: DICOM without image geometry ({e}); cannot build an affine") from None
-    normal = np.cross(row, col)
-    frames = int(getattr(ds0, "NumberOfFrames", 1) or 1)
-    if len(slices) == 1 and frames == 1:
-        raise ValueError(f"{f0}: one 2-D DICOM slice is not a volume; give the whole series (a folder)")
+    from .dicom import read_series
 
-    def scale(ds, a):
-        return a * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
-
-    if len(slices) == 1:  # multi-frame: frames along the normal, spaced by SpacingBetweenSlices/SliceThickness
-        arr = scale(ds0, ds0.pixel_array.astype(np.float32))  # (frames, rows, cols)
-        dz = float(getattr(ds0, "SpacingBetweenSlices", None) or getattr(ds0, "SliceThickness", 1.0))
-        origin = np.array(ds0.ImagePositionPatient, float)
-    else:
-        pos = [(float(np.dot(np.array(ds.ImagePositionPatient, float), normal)), f, ds) for f, ds in slices]
-        pos.sort(key=lambda t: t[0])
-        z = np.array([p for p, _, _ in pos])
-        gaps = np.diff(z)
-        if (gaps <= 1e-6).any():
-            raise ValueError(f"DICOM series has {int((gaps <= 1e-6).sum())} duplicated slice positions")
-        dz = float(np.median(gaps))
-        if not np.allclose(gaps, dz, rtol=0.05):
-            missing = int(round((z[-1] - z[0]) / dz)) + 1 - len(z)
-            raise ValueError(f"DICOM series has uneven slice spacing: {missing} slice(s) missing between "
-                             f"{z[0]:.1f} and {z[-1]:.1f} mm (spacing {dz:.2f} mm)")
-        arr = np.stack([scale(ds, ds.pixel_array.astype(np.float32)) for _, _, ds in pos])
-        origin = np.array(pos[0][2].ImagePositionPatient, float)
-    # Voxel (i=column, j=row, k=slice) -> LPS; then LPS -> RAS flips x and y.
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, normal * dz, origin
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    data = np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))  # (frames, rows, cols) -> (cols, rows, frames)
-    nib = _nib()
-    img = nib.Nifti1Image(data, affine)
+    data, affine, name = read_series(files, series)
+    img = _nib().Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
-    return _from_image(img, str(f0.parent if len(slices) > 1 else f0))
+    return _from_image(img, name)
 
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume, *, dtype: Any = np.float32,
-                 affine: np.ndarray | None = None) -> pathlib.Path:
+                 affine: np.ndarray | None = None, descrip: str | None = None) -> pathlib.Path:
     """Write canonical ``data`` ``(X, Y, Z)`` as NIfTI in ``reference``'s own orientation, affine and header
     (atomically). ``affine``: the canonical affine of ``data`` if it is not on the reference grid (e.g. a
-    super-resolved volume); the output then has the reference's orientation with that grid.
+    super-resolved volume); the output then has the reference's orientation with that grid. The header's display
+    range (``cal_min``/``cal_max``, the input's) is reset and ``descrip`` (what made the map; 79 bytes) set.
     """
     nib = _nib()
     path = pathlib.Path(path)
@@ -189,7 +137,17 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume, *
     img.set_sform(out_affine, code=int(header["sform_code"]) or 1 if header is not None else 1)
     img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0.0, 0.0  # the input's display window does not fit a derived map
+    if descrip is not None:
+        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     return save_nifti(path, img)
+
+
+def tagged(path: str | os.PathLike, tag: str) -> pathlib.Path:
+    """``scores.nii.gz`` -> ``scores_TAG.nii.gz``."""
+    p = pathlib.Path(path)
+    suffix = ".nii.gz" if p.name.endswith(".nii.gz") else p.suffix
+    return p.with_name(p.name[: len(p.name) - len(suffix)] + f"_{tag}{suffix}")
 
 
 def save_nifti(path: str | os.PathLike, img: Any) -> pathlib.Path:
