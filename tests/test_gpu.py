@@ -44,3 +44,13 @@ def test_training_path_on_cuda_uses_bf16_and_samples(tmp_path):
     z = run.sample((2, 16, 16), list(range(5)), sampling=sf.SamplingSpec(steps=6, sigma_max=20.0, batch_size=2),
                    device="cuda")
     assert z.device.type == "cuda" and z.dtype == torch.float32 and torch.isfinite(z).all()
+
+
+def test_tiles_on_cuda_while_the_volume_stays_on_the_host():
+    net = sf.UNet(dims=3, channels=(8, 16), zero_init=False).cuda().eval()
+    den = sf.Denoiser(net, 0.3)
+    x = torch.randn(1, 1, 40, 36, 28)  # on the host
+    with torch.inference_mode():
+        host = sf.TiledDenoiser(den.cpu(), 16, 4, 2)(x, 0.5)
+        split = sf.TiledDenoiser(den.cuda(), 16, 4, 2, device="cuda")(x, 0.5)
+    assert split.device.type == "cpu" and torch.allclose(split, host, atol=1e-4)

@@ -55,17 +55,21 @@ class TiledDenoiser(DenoiserWrapper):
         patch: tile size per spatial dim (an int for all); clipped to the input's size.
         overlap: cells shared by neighbouring tiles (default ``patch // 4``); also the window's ramp length.
         batch_size: tiles per denoiser call (the memory knob, with ``patch``).
+        device: where the tiles are computed (default: the input's). The whole input and the blended output stay on
+            the input's device, so a volume larger than the accelerator's memory (a 512^3 CT) is held on the host
+            while each batch of tiles goes to the accelerator and back, as MONAI's sliding-window inference does.
 
     ``cond`` tensors with the input's spatial shape are cut into the same tiles; other tensors are indexed by
     sample. The output is exact wherever the tile estimates agree: tiling an identity map returns its input.
     """
 
     def __init__(self, denoiser: DenoiserFn, patch: Sequence[int] | int, overlap: Sequence[int] | int | None = None,
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, device: torch.device | str | None = None) -> None:
         super().__init__(denoiser)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.patch, self.overlap, self.batch_size = patch, overlap, batch_size
+        self.device = None if device is None else torch.device(device)
 
     def tiles(self, spatial: Sequence[int]) -> tuple[list[tuple[slice, ...]], tuple[int, ...], tuple[int, ...]]:
         """The tile slices over a grid ``spatial``, the clipped patch shape and the overlap per axis."""
@@ -92,15 +96,20 @@ class TiledDenoiser(DenoiserWrapper):
         for s in slices:
             total[s] += window
         jobs = [(b, s) for b in range(x.shape[0]) for s in slices]
+        compute = self.device or x.device
         for lo in range(0, len(jobs), self.batch_size):
             chunk = jobs[lo:lo + self.batch_size]
-            xs = torch.stack([x[b][(slice(None),) + s] for b, s in chunk])
-            ss = torch.stack([sigma[b] for b, _ in chunk])
-            cs = {k: self._cut(v, x, chunk) for k, v in cond.items()}
-            d = self.denoiser(xs, ss, **cs).float()
+            xs = torch.stack([x[b][(slice(None),) + s] for b, s in chunk]).to(compute)
+            ss = torch.stack([sigma[b] for b, _ in chunk]).to(compute)
+            cs = {k: self._to(self._cut(v, x, chunk), compute) for k, v in cond.items()}
+            d = self.denoiser(xs, ss, **cs).float().to(x.device)
             for (b, s), tile in zip(chunk, d):
                 out[b][(slice(None),) + s] += tile * window
         return (out / total).to(x.dtype)  # total broadcasts over (batch, channels)
+
+    @staticmethod
+    def _to(v: object, device: torch.device) -> object:
+        return v.to(device) if isinstance(v, Tensor) else v
 
     @staticmethod
     def _cut(v, x: Tensor, chunk: list) -> object:

@@ -89,19 +89,24 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
     steps = int(a["steps"] if steps is None else steps)
     device = resolve_device(device)
     run.to(device)
-    x = as_batch(scan.x, device)
+    # The whole volume, its noise and the sums stay on the host; only the tiles go to the device (a 512^3 CT does
+    # not fit beside the network on most accelerators), and the noise is the same whichever device computes.
+    host = torch.device("cpu")
+    x = as_batch(scan.x, host)
     D = tiled(run.denoiser(), run.config["model"]["net"], scan.mask.shape,
-              float(memory_gb or run.config.get("memory_gb", 4.0)))
+              float(memory_gb or run.config.get("memory_gb", 4.0)), device=device)
     out = {}
     with torch.inference_mode():
         for sigma in sigmas:
             signed, absolute = torch.zeros_like(x), torch.zeros_like(x)
             for s in seeds:
-                g = generators_from_seeds([derive_seed(s, "residual", f"{float(sigma):.9g}")], device)
-                n = coarse_noise(x.shape, int(a["noise_factor"]), g, device=device)
-                d = partial_diffusion(D, x, float(sigma), steps=steps, noise=n, generator=g) - x
+                g = generators_from_seeds([derive_seed(s, "residual", f"{float(sigma):.9g}")], host)
+                n = coarse_noise(x.shape, int(a["noise_factor"]), g, device=host)
+                d = partial_diffusion(D, x, float(sigma), steps=steps, noise=n, generator=g)
+                del n
+                d -= x  # in place: a whole-volume buffer less at the peak
                 signed += d
-                absolute += d.abs()
+                absolute += d.abs_()
             out[float(sigma)] = ((signed / len(seeds))[0].cpu().numpy(), (absolute / len(seeds))[0].cpu().numpy())
     return out
 

@@ -293,10 +293,12 @@ def _progress(desc: str) -> Callable[[Sequence[Any]], Any]:
     return bar
 
 
-def tiled(denoiser: Any, net: dict[str, Any], shape: Sequence[int], memory_gb: float) -> TiledDenoiser:
-    """``denoiser`` over whole volumes of ``shape`` in tiles sized by the memory budget (GB)."""
+def tiled(denoiser: Any, net: dict[str, Any], shape: Sequence[int], memory_gb: float,
+          device: torch.device | str | None = None) -> TiledDenoiser:
+    """``denoiser`` over whole volumes of ``shape`` in tiles sized by the memory budget (GB), the tiles computed on
+    ``device`` (default: where the volume is)."""
     patch, batch = plan_tiles(memory_gb, net, shape)
-    return TiledDenoiser(denoiser, patch, patch // 4, batch)
+    return TiledDenoiser(denoiser, patch, patch // 4, batch, device=device)
 
 
 def as_batch(x: np.ndarray, device: torch.device) -> torch.Tensor:
