@@ -4,8 +4,9 @@ and control subjects with `detect --cohort`, against the denoising-autoencoder a
 The cohort (``make_cohort``): copies of the bundled 2 mm MNI152 anatomy, each subject with its own smooth
 deformation, bias field and noise, two sequences (the T1 and a FLAIR-like second contrast built from the T1 and the
 white-matter map), some subjects at 2.5 mm (resampled, so the cohort mixes grids). Lesions go into the FLAIR of the
-test subjects only (invisible in the T1, intensities inside the healthy range). Splits: 4 train, 2 calibration,
-2 test (lesions), 2 control (healthy). Nothing is tuned: every method uses its defaults.
+test and validation subjects only (invisible in the T1, intensities inside the healthy range). Splits: 4 train,
+2 calibration (healthy: the threshold), 2 validation (lesions: each method's levels and score are chosen there at
+training, as ``train anomaly --cohort`` does), 2 test (lesions), 2 control (healthy). Nothing is tuned on the test.
 
     python examples/medical_cohort.py [--work medical_cohort_out] [--steps 400] [--seed 0]
 
@@ -28,7 +29,8 @@ from sciffusion.domains import medical as med
 from sciffusion.domains.medical.anomaly import largest_cluster_ml
 from sciffusion.domains.medical.protocol import make_cohort
 
-SPLITS = ["train", "train", "calibration", "test", "control", "train", "train", "calibration", "test", "control"]
+SPLITS = ["train", "train", "calibration", "test", "control", "train", "train", "calibration", "test", "control",
+          "validation", "validation"]
 
 
 def run_cli(*args: object) -> None:
@@ -37,8 +39,9 @@ def run_cli(*args: object) -> None:
         raise SystemExit(f"sciffusion {' '.join(map(str, args))} failed ({code})")
 
 
-def maps_of(folder: pathlib.Path, cohort: med.Cohort, split: str) -> list[tuple[med.Subject, np.ndarray]]:
-    return [(s, med.read_volume(folder / f"{s.id}_score.nii.gz").data) for s in cohort if s.split == split]
+def maps_of(folder: pathlib.Path, cohort: med.Cohort, split: str, tag: str = "score"
+            ) -> list[tuple[med.Subject, np.ndarray]]:
+    return [(s, med.read_volume(folder / f"{s.id}_{tag}.nii.gz").data) for s in cohort if s.split == split]
 
 
 def zscore_maps(cohort: med.Cohort, spacing: list[float]) -> dict[str, np.ndarray]:
@@ -75,7 +78,7 @@ def main() -> None:
     work = pathlib.Path(args.work)
     t0 = time.time()
     manifest = make_cohort(work / "data", len(SPLITS), seed=args.seed, spacings=[2.0, 2.0, 2.5], lesions=6,
-                           lesion_sequence="FLAIR", split=SPLITS)
+                           lesion_sequence="FLAIR", split=SPLITS, lesion_splits=("test", "validation"))
     cohort = med.read_cohort(manifest)
     labels = {s.id: manifest.parent / s.label for s in cohort if s.label}  # the lesion masks
     results: dict[str, dict] = {}
@@ -95,8 +98,14 @@ def main() -> None:
             run_cli("detect", "--run", run, "--cohort", manifest, "--split", split, "--out", work / f"detect_{method}")
         maps[method] = {s.id: m for split in ("calibration", "test", "control")
                         for s, m in maps_of(work / f"detect_{method}", cohort, split)}
+        chosen = json.loads((run / "config.json").read_text())["anomaly"]
         results[method] = {**evaluate(cohort, maps[method], labels), "train_s": round(t_train), "s_per_subject":
-                           round(per_subject, 1)}
+                           round(per_subject, 1), "scoring": {k: chosen[k] for k in ("sigmas", "score", "smooth",
+                                                                                     "background")}}
+        for q in cohort.sequences:  # each sequence's own map, thresholded on its own (the lesions are in FLAIR)
+            one = {s.id: m for split in ("calibration", "test", "control")
+                   for s, m in maps_of(work / f"detect_{method}", cohort, split, f"score_{q}")}
+            results[f"{method}[{q}]"] = evaluate(cohort, one, labels)
     spacing = json.loads((work / "run_diffusion" / "config.json").read_text())["data"]["spacing"]
     results["zscore"] = evaluate(cohort, zscore_maps(cohort, spacing), labels)
     (work / "scores.json").write_text(json.dumps(results, indent=2))
@@ -105,6 +114,8 @@ def main() -> None:
     for k, r in results.items():
         print(f"{k:<10} {r['auroc']:6.3f} {r['auprc']:6.3f} {r['best_dice']:8.3f} {r['dice']:8.3f} {r['fpr']:6.3f} "
               f"{r['flagged_test']:9.2f} {r['flagged_control']:9.2f} {r.get('s_per_subject', ''):>9}")
+    for k in ("diffusion", "dae"):
+        print(f"{k} scoring chosen on the validation subjects: {results[k]['scoring']}")
     print(f"total {time.time() - t0:.0f} s; outputs in {work}/")
 
 

@@ -362,8 +362,9 @@ def test_compressed_dicom_without_a_handler_names_the_extra(tmp_path):
 @pytest.fixture(scope="module")
 def cohort_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("cohort")
-    manifest = make_cohort(work / "data", 4, box=BOX, spacings=[2.0, 2.0, 2.5, 2.0], lesions=2,
-                           lesion_sequence="FLAIR", split=["train", "train", "calibration", "test"])
+    manifest = make_cohort(work / "data", 5, box=BOX, spacings=[2.0, 2.0, 2.5, 2.0], lesions=2,
+                           lesion_sequence="FLAIR", split=["train", "train", "calibration", "test", "validation"],
+                           lesion_splits=("test", "validation"))
     run = work / "run"
     assert main(["train", "anomaly", "--cohort", str(manifest), "--patch", "16", "--max-steps", "3",
                  "--batch-size", "2", "--set", "trainer.progress=false", "--set", "anomaly.seeds=1",
@@ -380,6 +381,10 @@ def test_cohort_training_records_sequences_spacing_and_calibration(cohort_run):
     # the threshold comes from the cohort's own calibration subject
     assert meta["metrics"]["calibration_scans"] == 1 and meta["metrics"]["threshold"] > 0
     assert meta["metrics"]["cluster_ml"] >= 0
+    # the scoring is chosen on the cohort's validation subject (its label is a lesion mask) and stored
+    assert meta["metrics"]["validation_scans"] == 1 and 0 <= meta["metrics"]["validation_auroc"] <= 1
+    assert set(config["anomaly"]["sigmas"]) <= {0.05, 0.1, 0.2, 0.3} and config["anomaly"]["score"] in ("abs",
+                                                                                                       "bandpass")
 
 
 def test_detect_cohort_writes_maps_table_and_resumes(cohort_run, tmp_path):
@@ -387,7 +392,7 @@ def test_detect_cohort_writes_maps_table_and_resumes(cohort_run, tmp_path):
     out = tmp_path / "det"
     assert main(["detect", "--run", str(run), "--cohort", str(manifest), "--out", str(out)]) == 0
     table = (out / "scores.csv").read_text().splitlines()
-    assert table[0].startswith("subject,") and len(table) == 5
+    assert table[0].startswith("subject,") and len(table) == 6
     assert {"anomalous_ml", "max_score", "mean_score", "flagged", "largest_cluster_ml"} <= set(table[0].split(","))
     cohort = med.read_cohort(manifest)
     for s in cohort:
@@ -398,6 +403,11 @@ def test_detect_cohort_writes_maps_table_and_resumes(cohort_run, tmp_path):
         for q in ("T1", "FLAIR"):
             assert (out / f"{s.id}_score_{q}.nii.gz").exists()
         assert set(np.unique(np.asanyarray(nib.load(str(out / f"{s.id}_binary.nii.gz")).dataobj))) <= {0, 1}
+    import csv
+    rows = {r["subject"]: r for r in csv.DictReader((out / "scores.csv").open())}
+    ill = rows["sub003"]  # the test subject: its label column is its lesion mask
+    assert float(ill["lesion_ml"]) > 0 and 0 <= float(ill["lesion_auroc"]) <= 1 and 0 <= float(ill["dice"]) <= 1
+    assert rows["sub000"]["lesion_ml"] == ""  # healthy subjects have no lesion mask
     combined = np.asanyarray(nib.load(str(out / "sub000_score.nii.gz")).dataobj)
     per = [np.asanyarray(nib.load(str(out / f"sub000_score_{q}.nii.gz")).dataobj) for q in ("T1", "FLAIR")]
     np.testing.assert_allclose(combined, np.maximum(*per), atol=1e-6)
@@ -477,3 +487,12 @@ def test_tiled_denoiser_compute_device_keeps_the_output_on_the_input_device():
     out = TiledDenoiser(denoiser, 8, 2, 3, device="cpu")(x, 0.5)
     assert out.device == x.device and set(seen) == {torch.device("cpu")}
     torch.testing.assert_close(out, 2 * x)  # blended tiles of a pointwise map: exact
+
+
+def test_sampling_flags_that_say_how_to_read_override_the_run():
+    from sciffusion.domains.medical.scans import with_read_options
+
+    run = {"spacing": [2.0, 2.0, 2.0], "resample": False, "series": None, "percentiles": [0.5, 99.5]}
+    got = with_read_options(run, {"resample": True, "series": "AX T1", "spacing": [1.0, 1.0, 1.0]})
+    assert got == {**run, "resample": True, "series": "AX T1"}  # how the files are read, not how they are prepared
+    assert with_read_options(run, {"resample": False, "series": None}) == run

@@ -210,6 +210,11 @@ def data_fingerprint(path: Any) -> list[Any]:
     return out
 
 
+def _data_source(data: dict[str, Any]) -> Any:
+    """What the training data came from: ``data.path``, else a cohort (its manifest file, pattern or table)."""
+    return data.get("path") if data.get("path") is not None else data.get("cohort")
+
+
 def _sigma_data(dataset: Any) -> float:
     if isinstance(dataset, ArrayDataset):
         return measure_sigma_data(dataset.x, None if dataset.mask is None else dataset.mask)
@@ -264,7 +269,7 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
                   progress=t.progress, identity={"task": config.get("task"),
                                                  # compiling or not is how a run trains, not what it is
                                                  "model": {k: v for k, v in model.items() if k != "compile"},
-                                                 "data": data_fingerprint(config["data"].get("path")),
+                                                 "data": data_fingerprint(_data_source(config["data"])),
                                                  **({"distill": config["distill"]} if distilled else {})})
     metadata = dict(metadata or {})
     if distilled:

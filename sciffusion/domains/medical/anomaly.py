@@ -52,9 +52,10 @@ from .scans import (
     tiled,
     train_on_patches,
     training_cohort,
+    with_read_options,
 )
-from .scores import detection_scores, threshold_at_fpr
-from .volumes import read_volume, tagged, write_volume
+from .scores import detection_scores, dice, threshold_at_fpr
+from .volumes import Volume, read_volume, tagged, write_volume
 
 # Scoring defaults chosen on a validation case of the protocol (brain_benchmark(seed=1): other perturbations and
 # lesions than the reported test), not on the test: levels 0.05/0.1/0.3 and the band-pass score.
@@ -160,25 +161,28 @@ def combine(maps: np.ndarray) -> np.ndarray:
     return maps.max(axis=0) if maps.ndim == 4 else maps
 
 
-def choose_scoring(run: TrainedRun | str | os.PathLike, scan: Scan, truth: np.ndarray, region: np.ndarray, *,
+def choose_scoring(run: TrainedRun | str | os.PathLike, scan: Scan | Sequence[Scan], truth: Any, region: Any, *,
                    levels: Sequence[float] | None = None,
                    candidates: Sequence[tuple[str, float, float]] = SCORING_CANDIDATES, **kwargs: Any
                    ) -> tuple[dict[str, Any], float]:
-    """Scoring settings chosen on a validation scan with known lesions (``truth``; AUROC inside ``region``): every
-    non-empty subset of ``levels`` (default 0.05/0.1/0.2/0.3; a DAE run: its one level) with every
-    ``(score, smooth, background)`` candidate. Returns (the settings, as keyword arguments of
-    :func:`anomaly_map`, and their AUROC). Choose on a scan other than the one you report on."""
+    """Scoring settings chosen on validation scans with known lesions (``truth``; AUROC inside ``region``, pooled
+    over the scans when lists are given): every non-empty subset of ``levels`` (default 0.05/0.1/0.2/0.3; a DAE
+    run: its one level) with every ``(score, smooth, background)`` candidate. Returns (the settings, as keyword
+    arguments of :func:`anomaly_map`, and their AUROC). Choose on scans other than the ones you report on."""
     run = load_trained(run, task="anomaly")
+    scans, truths, regions = ([scan], [truth], [region]) if isinstance(scan, Scan) else (list(scan), truth, region)
     if levels is None:
         levels = _levels(run) if run.config["anomaly"]["method"] == "dae" else [0.05, 0.1, 0.2, 0.3]
-    res = residuals(run, scan, levels, **kwargs)
+    res = [residuals(run, sc, levels, **kwargs) for sc in scans]
+    target = np.concatenate([t[r] for t, r in zip(truths, regions)])
     best: tuple[dict[str, Any], float] = ({}, -1.0)
     for k in range(1, len(levels) + 1):
         for subset in itertools.combinations([float(v) for v in levels], k):
-            signed, absolute = _mean_over(res, subset)
+            means = [_mean_over(r, subset) for r in res]
             for score, smooth, background in candidates:
-                m = combine(score_map(signed, absolute, scan.mask, score, smooth, background))
-                auc = auroc(m[region], truth[region])
+                pooled = np.concatenate([combine(score_map(sg, ab, sc.mask, score, smooth, background))[r]
+                                         for (sg, ab), sc, r in zip(means, scans, regions)])
+                auc = auroc(pooled, target)
                 if auc > best[1]:
                     best = ({"sigmas": list(subset), "score": score, "smooth": smooth, "background": background}, auc)
     return best
@@ -239,6 +243,30 @@ def largest_cluster_ml(flags: np.ndarray, region: np.ndarray, spacing: Sequence[
     return float(np.bincount(labels.ravel())[1:].max() * np.prod(spacing) / 1000.0)
 
 
+def lesion_scores(score: np.ndarray, pred: np.ndarray | None, mask: np.ndarray, subject: Subject, scan: Scan
+                  ) -> dict[str, float]:
+    """A subject's map against its lesion mask (the manifest's ``label`` file, on the subject's grid): lesion
+    volume (mL), voxel AUROC inside the mask and Dice at the threshold."""
+    truth_vol = read_volume(str(subject.label))
+    if truth_vol.data.shape != score.shape:
+        raise subject.error(f"lesion mask shape {truth_vol.data.shape} does not match the scan {score.shape}")
+    truth = truth_vol.data > 0.5
+    out = {"lesion_ml": float(truth.sum() * np.prod(scan.input.spacing) / 1000.0)}
+    if truth[mask].any() and not truth[mask].all():
+        out["lesion_auroc"] = auroc(score[mask], truth[mask])
+    if pred is not None:
+        out["dice"] = dice(pred, truth, mask)
+    return out
+
+
+def on_model_grid(scan: Scan, lesions: Any) -> np.ndarray:
+    """A lesion mask (path or volume on the scan's own grid) on the grid the model scores ``scan`` at."""
+    vol = lesions if isinstance(lesions, Volume) else read_volume(lesions)
+    if vol.data.shape != scan.input.data.shape:
+        raise ValueError(f"lesion mask shape {vol.data.shape} does not match the scan {scan.input.data.shape}")
+    return resample_onto(vol.data.astype(np.float32), vol.affine, scan.volume.affine, scan.mask.shape) > 0.5
+
+
 def stored_threshold(run: TrainedRun) -> float | None:
     """The threshold calibrated at training (``--calibration``), if any."""
     return run.metadata.get("metrics", {}).get("threshold")
@@ -250,14 +278,18 @@ def _describe(run: TrainedRun) -> str:
 
 
 def detect(run: TrainedRun | str | os.PathLike, data: Any, mask: Any = None, *, out: str | os.PathLike | None = None,
-           binary: str | os.PathLike | None = None, threshold: float | None = None, **kwargs: Any
-           ) -> tuple[np.ndarray, np.ndarray | None]:
+           binary: str | os.PathLike | None = None, threshold: float | None = None,
+           read_options: dict[str, Any] | None = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Score a scan (a path, a :class:`~sciffusion.domains.medical.volumes.Volume`, a list of them: one subject's
     sequences, or a prepared :class:`Scan`) and write the score map (and, with a threshold, given or calibrated at
     training, the binary map) as NIfTI on the scan's own grid; with several sequences also one map per sequence
-    (``out_SEQUENCE.nii.gz``). Returns the maps on the scan's grid."""
+    (``out_SEQUENCE.nii.gz``). ``read_options``: ``{"series": ..., "resample": ...}`` over the run's. Returns the
+    maps on the scan's grid."""
     run = load_trained(run, task="anomaly")
-    scan = data if isinstance(data, Scan) else prepare_like(run.config["data"], data, mask)
+    settings = with_read_options(run.config["data"], read_options)
+    if not isinstance(data, Scan) and settings.get("series") and not isinstance(data, (list, tuple, Volume)):
+        data = read_volume(data, settings["series"])
+    scan = data if isinstance(data, Scan) else prepare_like(settings, data, mask)
     per = anomaly_map(run, scan, per_channel=True, **kwargs)
     score = scan.native(combine(per))
     threshold = stored_threshold(run) if threshold is None else threshold
@@ -276,13 +308,15 @@ def detect(run: TrainedRun | str | os.PathLike, data: Any, mask: Any = None, *, 
 
 
 def screen(run: TrainedRun | str | os.PathLike, cohort: Any, out: str | os.PathLike, *,
-           threshold: float | None = None, progress: bool = True, **kwargs: Any) -> pathlib.Path:
+           threshold: float | None = None, progress: bool = True, read_options: dict[str, Any] | None = None,
+           **kwargs: Any) -> pathlib.Path:
     """Score every subject of a cohort (a manifest, pattern, DataFrame or
     :class:`~sciffusion.domains.medical.cohort.Cohort`): ``out/SUBJECT_score.nii.gz`` (and per sequence
     ``SUBJECT_score_SEQUENCE.nii.gz``), with a threshold ``SUBJECT_binary.nii.gz``, and ``out/scores.csv``: the
     anomalous volume (mL, above the threshold inside the mask), the max and mean score in the mask, the largest
     cluster, and ``flagged``: whether that cluster is larger than any healthy calibration scan's (empty for runs
-    calibrated before this existed). Resumable (see :mod:`~sciffusion.domains.medical.batch`)."""
+    calibrated before this existed); with a lesion mask as the subject's ``label``, its lesion volume, AUROC and
+    Dice. ``read_options`` as :func:`detect`'s. Resumable (see :mod:`~sciffusion.domains.medical.batch`)."""
     run = load_trained(run, task="anomaly")
     cohort = read_cohort(cohort)
     check_sequences(run.metadata.get("sequences"), cohort)
@@ -290,7 +324,7 @@ def screen(run: TrainedRun | str | os.PathLike, cohort: Any, out: str | os.PathL
     cluster_ml = run.metadata.get("metrics", {}).get("cluster_ml")
 
     def work(subject: Subject, folder: pathlib.Path) -> dict[str, Any]:
-        scan = prepare_subject(run.config["data"], subject, series=cohort.series)
+        scan = prepare_subject(with_read_options(run.config["data"], read_options), subject, series=cohort.series)
         score, pred = detect(run, scan, out=nifti_name(folder, subject.id, "score"),
                              binary=None if threshold is None else nifti_name(folder, subject.id, "binary"),
                              threshold=threshold, **kwargs)
@@ -301,6 +335,8 @@ def screen(run: TrainedRun | str | os.PathLike, cohort: Any, out: str | os.PathL
             largest = largest_cluster_ml(pred, mask, scan.input.spacing)
             row.update(anomalous_ml=float(pred.sum()) * voxel_ml, largest_cluster_ml=largest,
                        flagged="" if cluster_ml is None else bool(largest > cluster_ml))
+        if subject.label and pathlib.Path(subject.label).is_file():  # a lesion mask: score the subject against it
+            row.update(lesion_scores(score, pred, mask, subject, scan))
         return row
 
     return each_subject(cohort, out, work, "scores.csv", "detect", progress)
@@ -318,7 +354,8 @@ class Anomaly(Task):
         Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on (default with "
              "a --cohort: its subjects of split 'calibration')", nargs="+"),
         Flag("--fpr", "anomaly.fpr", "voxel false-positive rate of the calibrated threshold", float),
-        Flag("--validation", "anomaly.validation", "a scan with known lesions to choose levels and score on"),
+        Flag("--validation", "anomaly.validation", "a scan with known lesions to choose levels and score on "
+             "(default with a --cohort: its split 'validation' subjects whose label is a lesion mask)"),
         Flag("--validation-lesions", "anomaly.validation_lesions", "the lesion mask of --validation (NIfTI)"),
         Flag("--sigmas", "anomaly.sigmas", "noise levels the scores average (normalised intensity)", float,
              nargs="+"),
@@ -354,25 +391,29 @@ class Anomaly(Task):
         config = merge(config, {"model": {"noise_factor": int(a["noise_factor"])}})
         config, cohort = training_cohort(config)
         p = int(config["data"]["patch"])
-        calibration_subjects = None
-        if config["data"].get("cohort") is not None and not a.get("calibration"):
+        calibration_subjects = validation_subjects = None
+        if config["data"].get("cohort") is not None:  # the cohort's own held-out subjects
             everyone = read_cohort(config["data"]["cohort"], config["data"].get("series"))
-            calibration_subjects = everyone.select("calibration").subjects or None
+            if not a.get("calibration"):
+                calibration_subjects = everyone.select("calibration").subjects or None
+            if not a.get("validation"):
+                validation_subjects = [s for s in everyone.select("validation")
+                                       if s.label and pathlib.Path(s.label).is_file()] or None
 
         def calibrate_on_holdout(module: Any, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
             run = TrainedRun(module, None, config if sampling is None else {**config, "sampling": sampling})
             found: dict[str, Any] = {"metrics": {}}
             settings: dict[str, Any] = {}
-            if a.get("validation"):  # choose levels and score on a scan with known lesions, store them in the run
-                val = prepare_like(config["data"], a["validation"])
-                lesions = read_volume(a["validation_lesions"])
-                if lesions.data.shape != val.input.data.shape:
-                    raise ValueError(f"validation lesion mask shape {lesions.data.shape} does not match the scan "
-                                     f"{val.input.data.shape}")
-                truth = resample_onto(lesions.data, lesions.affine, val.volume.affine, val.mask.shape) > 0.5
-                settings, auc = choose_scoring(run, val, truth, val.mask)
+            # choose levels and score on scans with known lesions (--validation, or the cohort's validation
+            # subjects whose label is a lesion mask) and store them in the run
+            pairs = [(prepare_like(config["data"], a["validation"]), a["validation_lesions"])] \
+                if a.get("validation") else \
+                [(prepare_subject(config["data"], s), s.label) for s in validation_subjects or []]
+            if pairs:
+                truths = [on_model_grid(scan, lesions) for scan, lesions in pairs]
+                settings, auc = choose_scoring(run, [p[0] for p in pairs], truths, [p[0].mask for p in pairs])
                 found["config"] = {"anomaly": settings}
-                found["metrics"]["validation_auroc"] = auc
+                found["metrics"].update(validation_auroc=auc, validation_scans=len(pairs))
             held = [prepare_like(config["data"], f) for f in a.get("calibration") or []]
             if not held and calibration_subjects is not None:  # the cohort's own held-out healthy subjects
                 held = [prepare_subject(config["data"], s) for s in calibration_subjects]
@@ -390,6 +431,7 @@ class Anomaly(Task):
         kw = dict(threshold=config.get("threshold"), seeds=a.get("seeds"), sigmas=a.get("sigmas"), score=a.get("score"),
                   smooth=a.get("smooth"), background=a.get("background"), memory_gb=config.get("memory_gb"),
                   device=config.get("sampling", {}).get("device"))
+        kw["read_options"] = config["data"]
         if config["data"].get("cohort") is not None:
             return screen(run, config_cohort(config), config["out"], **kw)
         if config["data"].get("path") is None:

@@ -33,7 +33,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @dataclass(frozen=True)
 class Subject:
     """One subject: ``sequences`` (name, path or :class:`Volume`) in channel order, an optional ``mask``,
-    ``label`` and ``split``; ``where`` says where it was defined (for errors)."""
+    ``label`` (a class name, or the path of a lesion mask on the subject's grid) and ``split``; ``where`` says where
+    it was defined (for errors)."""
 
     id: str
     sequences: tuple[tuple[str, Any], ...]
@@ -117,8 +118,10 @@ def from_frame(frame: Any, base: str | os.PathLike | None = None, source: str = 
 
         mask = None if "mask" not in values or _missing(values["mask"]) else path("mask")
         text = lambda k: None if k not in values or _missing(values[k]) else str(values[k]).strip()  # noqa: E731
-        subjects.append(Subject(sid, tuple((c, path(c)) for c in sequences), mask, text("label"), text("split"),
-                                where))
+        label = text("label")
+        if label is not None and root is not None and (root / label).is_file():
+            label = str(root / label)  # a lesion mask: made absolute, as the sequences' paths
+        subjects.append(Subject(sid, tuple((c, path(c)) for c in sequences), mask, label, text("split"), where))
     if not subjects:
         raise ValueError(f"{source}: the manifest lists no subject")
     return Cohort(subjects, sequences, source)

@@ -215,6 +215,15 @@ def config_cohort(config: dict[str, Any], training: bool = False) -> Cohort:
     return Cohort(subjects, ("image",), "--data", d.get("series"))
 
 
+READ_OPTIONS = ("resample", "series")  # how to read inputs: a sampling verb's flags override the run's
+
+
+def with_read_options(run_data: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's ``data`` settings with the reading options a sampling command was given (``--resample``,
+    ``--series``): how this cohort's files are read, not how the run prepares them."""
+    return {**run_data, **{k: (given or {})[k] for k in READ_OPTIONS if (given or {}).get(k)}}
+
+
 def prepare_subject(data_config: dict[str, Any], subject: Subject, series: str | None = None,
                     spacing: Sequence[float | None] | None = None) -> Scan:
     """A cohort subject prepared with a run's ``data`` settings (its sequences as channels, its mask); errors

@@ -42,8 +42,9 @@ from .scans import (
     tiled,
     train_on_patches,
     training_cohort,
+    with_read_options,
 )
-from .volumes import tagged, write_volume
+from .volumes import Volume, read_volume, tagged, write_volume
 
 SUPERRES_DEFAULTS: dict[str, Any] = {
     "superres": {"axis": 2, "factors": [2, 3, 4, 5], "base": "cubic", "mode": "mean", "samples": 1},
@@ -275,7 +276,7 @@ class SuperRes(Task):
             check_sequences(run.metadata.get("sequences"), cohort)
 
             def work(subject: Subject, folder: pathlib.Path) -> dict[str, Any]:
-                thick = prepare_thick(run, subject, cohort.series)
+                thick = prepare_thick(run, subject, cohort.series, read_options=config["data"])
                 k = write_thin(run, thick, nifti_name(folder, subject.id, "thin"), **kw)
                 return {"factor": k, "slices": (thick.input.data.shape[int(run.config["superres"]["axis"])] - 1) * k
                         + 1}
@@ -283,15 +284,18 @@ class SuperRes(Task):
             return each_subject(cohort, config["out"], work, "superres.csv", "superres")
         if config["data"].get("path") is None:
             raise ValueError("give the thick scan with --data or the subjects with --cohort")
-        write_thin(run, prepare_thick(run, config["data"]["path"], mask=config["data"].get("mask")), config["out"],
-                   **kw)
+        write_thin(run, prepare_thick(run, config["data"]["path"], mask=config["data"].get("mask"),
+                                      read_options=config["data"]), config["out"], **kw)
         return pathlib.Path(config["out"])
 
 
-def prepare_thick(run: TrainedRun, item: Any, series: str | None = None, mask: Any = None) -> Scan:
+def prepare_thick(run: TrainedRun, item: Any, series: str | None = None, mask: Any = None,
+                  read_options: dict[str, Any] | None = None) -> Scan:
     """A thick scan (path, volume, or cohort subject) prepared at the run's in-plane spacing; its slice axis is
-    kept as acquired."""
-    d = dict(run.config["data"])
+    kept as acquired. ``read_options``: ``--resample``/``--series`` over the run's."""
+    d = with_read_options(run.config["data"], read_options)
+    if not isinstance(item, (Subject, Volume, list, tuple)) and d.get("series"):
+        item = read_volume(item, d["series"])
     if d.get("spacing") is not None:
         d["spacing"] = [None if i == int(run.config["superres"]["axis"]) else float(v)
                         for i, v in enumerate(d["spacing"])]
