@@ -23,19 +23,15 @@ import numpy as np
 
 import sciffusion as sf
 from sciffusion.domains import medical as med
-from sciffusion.tasks import TASKS
 
 
 def train(work: pathlib.Path, method: str, steps: int, seed: int) -> pathlib.Path:
     out = work / f"run_{method}"
     if (out / "run.json").exists():
         return out
-    task = TASKS["anomaly"]
-    task.train(task.configure({
-        "data.path": [str(work / "train.nii.gz")], "data.mask": [str(work / "train_mask.nii.gz")],
-        "data.hemisphere": "left", "anomaly.method": method,
-        "anomaly.calibration": [str(work / "calibration.nii.gz")], "trainer.max_steps": steps,
-        "trainer.progress": False, "seed": seed}, out=str(out)))
+    med.train_anomaly(work / "train.nii.gz", out, mask=work / "train_mask.nii.gz", hemisphere="left", method=method,
+                      calibration=work / "calibration.nii.gz", max_steps=steps, seed=seed,
+                      settings={"trainer.progress": False})
     return out
 
 

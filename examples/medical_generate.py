@@ -22,7 +22,6 @@ from scipy.stats import wasserstein_distance
 import sciffusion as sf
 from sciffusion.domains import medical as med
 from sciffusion.domains.medical.patches import crop
-from sciffusion.tasks import TASKS
 
 
 def real_patches(scan: med.Scan, region: np.ndarray, n: int, size: int, seed: int) -> np.ndarray:
@@ -51,9 +50,8 @@ def main() -> None:
     med.write_volume(work / "train.nii.gz", scan.x[0], t1)
     run_dir = work / "run"
     if not (run_dir / "run.json").exists():
-        task = TASKS["volume"]
-        task.train(task.configure({"data.path": [str(work / "train.nii.gz")], "data.hemisphere": "left",
-                                   "trainer.max_steps": args.steps, "trainer.progress": False}, out=str(run_dir)))
+        med.train_volume(work / "train.nii.gz", run_dir, hemisphere="left", max_steps=args.steps,
+                         settings={"trainer.progress": False})
     run = sf.load_trained(run_dir)
     t_train = time.time() - t0
 

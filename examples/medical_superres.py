@@ -21,7 +21,6 @@ import numpy as np
 
 import sciffusion as sf
 from sciffusion.domains import medical as med
-from sciffusion.tasks import TASKS
 
 
 def main() -> None:
@@ -39,10 +38,8 @@ def main() -> None:
     med.write_volume(work / "train.nii.gz", train.x[0], t1)
     run_dir = work / "run"
     if not (run_dir / "run.json").exists():
-        task = TASKS["superres"]
-        task.train(task.configure({"data.path": [str(work / "train.nii.gz")], "data.hemisphere": "left",
-                                   "trainer.max_steps": args.steps, "trainer.progress": False, "seed": args.seed},
-                                  out=str(run_dir)))
+        med.train_superres(work / "train.nii.gz", run_dir, hemisphere="left", max_steps=args.steps, seed=args.seed,
+                           settings={"trainer.progress": False})
     run = sf.load_trained(run_dir)
     t_train = time.time() - t0
 

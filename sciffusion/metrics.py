@@ -117,8 +117,8 @@ def newey_west_lag(n: int) -> int:
     return int(4 * (n / 100.0) ** (2.0 / 9.0))
 
 
-def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool
-          ) -> tuple[np.ndarray, np.ndarray]:
+def flat_scores(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: type = bool
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The ``mask`` entries (all if None) of a score map and of the truth (labels, a lesion mask, or an image)."""
     score, truth = np.asarray(score, np.float64), np.asarray(truth, dtype)
     if score.shape != truth.shape:
@@ -130,7 +130,7 @@ def _flat(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None, dtype: 
 
 def auroc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Area under the ROC curve (Mann-Whitney U with tied scores counted half), over the ``mask`` entries."""
-    s, t = _flat(score, truth, mask)
+    s, t = flat_scores(score, truth, mask)
     n1, n0 = int(t.sum()), int((~t).sum())
     if n1 == 0 or n0 == 0:
         raise ValueError("AUROC needs both positive and negative entries")
@@ -138,7 +138,7 @@ def auroc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) 
     return float((r[t].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _curve(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_points(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True and false positives at each distinct threshold (descending), and the thresholds."""
     order = np.argsort(-s, kind="mergesort")
     s, t = s[order], t[order]
@@ -150,9 +150,9 @@ def _curve(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def auprc(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds (sklearn's definition)."""
-    s, t = _flat(score, truth, mask)
+    s, t = flat_scores(score, truth, mask)
     if not t.any():
         raise ValueError("AUPRC needs positive entries")
-    tp, fp, _ = _curve(s, t)
+    tp, fp, _ = roc_points(s, t)
     precision, recall = tp / (tp + fp), tp / t.sum()
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 
-def _fields(n_time: int, n_lev: int, lat: np.ndarray, n_lon: int, phase: np.ndarray, seed: int) -> np.ndarray:
+def field_array(n_time: int, n_lev: int, lat: np.ndarray, n_lon: int, phase: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = np.zeros((n_time, n_lev, len(lat), n_lon))
     for i in range(1, n_time):
@@ -29,7 +29,7 @@ def era5(start: str = "2000-01-01", periods: int = 120, levels=(1000, 850, 500),
     latitude descending 90..-90, longitude 0..360, int16 packing, scalar ``number`` and per-time ``expver``."""
     t = pd.date_range(start, periods=periods, freq="D")
     lat, lon = np.linspace(90, -90, nlat), np.arange(nlon) * (360 / nlon)
-    temp = _fields(periods, len(levels), lat, nlon, 2 * np.pi * np.asarray(t.day_of_year) / 365.25, seed)
+    temp = field_array(periods, len(levels), lat, nlon, 2 * np.pi * np.asarray(t.day_of_year) / 365.25, seed)
     t2m = temp[:, 0] + 2.0
     ds = xr.Dataset(
         {"t": (("valid_time", "pressure_level", "latitude", "longitude"), temp.astype("float32"),
@@ -61,7 +61,7 @@ def wb2(start: str = "2000-01-01", periods: int = 120, levels=(300, 500, 850), n
     t = pd.date_range(start, periods=periods, freq="D")
     lat = np.linspace(-78.75, 78.75, nlat)
     lon = np.arange(nlon) * (360 / nlon)
-    temp = _fields(periods, len(levels), lat, nlon, 2 * np.pi * np.asarray(t.day_of_year) / 365.25, seed)
+    temp = field_array(periods, len(levels), lat, nlon, 2 * np.pi * np.asarray(t.day_of_year) / 365.25, seed)
     ds = xr.Dataset(
         {"temperature": (("time", "level", "latitude", "longitude"), temp.astype("float32"),
                          {"units": "K", "long_name": "Temperature", "standard_name": "air_temperature"}),
@@ -84,7 +84,7 @@ def cmip6(start_year: int = 2000, months: int = 72, plev=(85000.0, 50000.0, 2500
     dlat = 180 / nlat
     lat = -90 + dlat / 2 + dlat * np.arange(nlat)
     lon = (360 / nlon) * (np.arange(nlon) + 0.5)
-    ta = _fields(months, len(plev), lat, nlon, 2 * np.pi * (np.arange(months) % 12) / 12, seed)
+    ta = field_array(months, len(plev), lat, nlon, 2 * np.pi * (np.arange(months) % 12) / 12, seed)
     ds = xr.Dataset(
         {"ta": (("time", "plev", "lat", "lon"), ta.astype("float32"),
                 {"standard_name": "air_temperature", "units": "K", "cell_methods": "time: mean",

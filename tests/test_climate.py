@@ -745,3 +745,39 @@ def test_evaluate_nfe_reports_each_setting_and_stores_the_cheapest_converged(ost
     assert main(["evaluate", "forecast", "--data", str(OSTIA), "--nfe", "2"]) == 2  # no run to sample with
     assert main(["evaluate", "forecast", "--data", str(OSTIA)]) == 2  # neither a file nor --nfe
     assert "--forecast FILE" in capsys.readouterr().err
+
+
+def test_python_api_trains_from_an_in_memory_dataset_as_the_cli_does_from_its_file(ostia_run, tmp_path):
+    """``sf.climate.train_forecast(ds, ...)`` with the flags as keywords is the CLI's training: the same data in
+    memory gives the same weights and so the same forecast as ``sciffusion train forecast --data FILE``."""
+    import torch
+
+    import sciffusion as sf
+    from sciffusion.training.config import parse_assignment
+
+    run_cli, _ = ostia_run
+    settings = dict(parse_assignment(TINY[i + 1]) for i in range(len(TINY)) if TINY[i] == "--set")
+    with xr.open_dataset(OSTIA) as f:
+        ds = f.load()
+    run = sf.climate.train_forecast(ds, tmp_path / "run", train_period="2006-04/2009-03", max_steps=4,
+                                    accelerator="cpu", settings=settings)
+    assert isinstance(run, sf.TrainedRun) and run.config["trainer"]["max_steps"] == 4
+    assert run.metadata["source"].startswith("<in-memory xarray.Dataset {")  # a label, not the repr of the values
+    cli = sf.load_trained(run_cli)
+    for (name, a), (_, b) in zip(sorted(run.module.state_dict().items()), sorted(cli.module.state_dict().items())):
+        assert torch.equal(a, b), name
+    kw = dict(init_period="2009-04/2009-06", leads=2, members=2, seed=0)
+    xr.testing.assert_identical(forecast(run, ds, **kw).drop_attrs(), forecast(cli, OSTIA, **kw).drop_attrs())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"train_perid": "2006/2008"}, "unknown keyword 'train_perid'; did you mean 'train_period'?"),
+    ({"history": "two"}, "data.history='two' is not a"),
+])
+def test_python_api_names_a_bad_keyword(tmp_path, options, message):
+    import sciffusion as sf
+    from sciffusion.training.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("[", r"\[")):
+        sf.climate.train_forecast(OSTIA, tmp_path / "run", **options)
+    assert not (tmp_path / "run").exists()

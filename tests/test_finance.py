@@ -340,3 +340,26 @@ def test_bad_input_one_line_errors(tmp_path, prices, capsys):
     err = capsys.readouterr().err
     assert "non-positive price -1.0 for SP500" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_python_api_trains_on_a_frame_as_the_cli_does_on_its_file(tmp_path, prices, small_train):
+    """``sf.finance.train_scenarios(frame, ...)``: the in-memory table gives the CLI run's weights exactly."""
+    import torch
+
+    import sciffusion as sf
+    from sciffusion.training.config import parse_assignment
+
+    frame = prices.loc[:"2004-06-30"]
+    data = tmp_path / "prices.csv"
+    frame.to_csv(data)
+    flags = ["--train-period", ":2003-12-31", "--context", "20", "--horizon", "5", "--max-steps", "6"]
+    assert main(["train", "scenarios", "--data", str(data), *flags, "--out", str(tmp_path / "cli"), *small_train]) == 0
+    settings = dict(parse_assignment(small_train[i + 1]) for i in range(len(small_train)) if small_train[i] == "--set")
+    rest = {small_train[i].lstrip("-").replace("-", "_"): small_train[i + 1] for i in range(len(small_train))
+            if small_train[i].startswith("--") and small_train[i] != "--set"}
+    run = sf.finance.train_scenarios(frame, tmp_path / "api", train_period=":2003-12-31", context=20, horizon=5,
+                                     max_steps=6, settings=settings, **rest)
+    cli = sf.load_trained(tmp_path / "cli")
+    assert run.config["data"]["horizon"] == 5 and run.metadata["assets"] == cli.metadata["assets"]
+    for (name, a), (_, b) in zip(sorted(run.module.state_dict().items()), sorted(cli.module.state_dict().items())):
+        assert torch.equal(a, b), name

@@ -83,3 +83,63 @@ def test_the_check_fails_on_a_violation(tmp_path, source, where, message):
     (root / where).write_text(source)
     found = violations(root)
     assert any(message in v for v in found), found
+
+
+def module_files(root: pathlib.Path = ROOT) -> dict[tuple[str, ...], pathlib.Path]:
+    """Every module of the package that is not a package ``__init__`` (those re-export; they are not cycles)."""
+    return {tuple(module_name(p, root)): p for p in sorted(root.rglob("*.py")) if p.name != "__init__.py"}
+
+
+def import_cycles(root: pathlib.Path = ROOT) -> list[list[str]]:
+    """Cycles in the graph of module imports, counting imports inside functions too (a lazy import hides a cycle,
+    it does not remove it). ``from pkg import mod`` points at ``pkg.mod``; a package ``__init__`` is not a node."""
+    files = module_files(root)
+    graph = {m: {t for t in imported_modules(p, root) if t in files and t != m} for m, p in files.items()}
+    cycles, state = [], {}  # state: 1 on the current path, 2 done
+
+    def visit(m: tuple[str, ...], path: list[tuple[str, ...]]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append([".".join(x) for x in path[path.index(t):] + [t]])
+            elif t not in state:
+                visit(t, path + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return cycles
+
+
+def private_imports(root: pathlib.Path = ROOT) -> list[str]:
+    """``from .other import _helper``: a module reaching into another's private names (one of them should make it
+    public, or it belongs in the other module)."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(root.name)):
+                if node.module == "_version" or (node.module or "").endswith("._version"):
+                    continue
+                out += [f"{path.relative_to(root)}: {a.name} from {'.' * node.level}{node.module or ''}"
+                        for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_import_cycles():
+    assert import_cycles() == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports() == []
+
+
+def test_the_cycle_and_private_checks_fail_on_a_violation(tmp_path):
+    root = tmp_path / "sciffusion"
+    (root / "domains").mkdir(parents=True)
+    for f in ("__init__.py", "domains/__init__.py"):
+        (root / f).write_text("")
+    (root / "domains" / "a.py").write_text("from .b import thing\n")
+    (root / "domains" / "b.py").write_text("def f():\n    from .a import _hidden\n")
+    assert import_cycles(root) == [["sciffusion.domains.a", "sciffusion.domains.b", "sciffusion.domains.a"]]
+    assert private_imports(root) == ["domains/b.py: _hidden from .a"]

@@ -148,6 +148,15 @@ def test_atomic_write_survives_a_kill_mid_write(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -9
     assert target.read_bytes() == b"old"
+    # The killed writer's temp file is left (nothing runs after SIGKILL); the next write of the target removes it,
+    # and keeps a live writer's temp file (this process's, made by hand here).
+    left = list(tmp_path.glob(".out.bin.*.tmp"))
+    assert len(left) == 1 and left[0].read_bytes() == b"partial"
+    live = tmp_path / f".out.bin.{os.getpid()}.busy.tmp"
+    live.write_bytes(b"in progress")
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(tmp_path.glob(".out.bin.*.tmp")) == [live]
 
 
 def test_atomic_write_gives_the_umask_mode(tmp_path):

@@ -7,6 +7,7 @@ command-line flags, and decorates itself with :func:`register`. The CLI builds `
 
 from __future__ import annotations
 
+import difflib
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,21 +16,23 @@ from typing import Any, ClassVar
 import torch
 
 from ..diffusion import derive_seed, measure_sigma_data
-from ..training.config import merge, parse_value, set_key
+from ..training.config import get_key, merge, parse_value, set_key
 from ..training.data import ArrayDataset, DiffusionDataModule
-from ..training.distill import distillation_module
-from ..training.fit import export_run, fit
+from ..training.distill import DistillConfig, distillation_module
+from ..training.fit import TrainedRun, export_run, fit, load_trained
 from ..training.module import DiffusionModule
 from ..training.sampling import SamplingSpec, fit_grid
 from ..training.schema import (
+    ConfigError,
     DataConfig,
+    Field,
     ModelConfig,
     Schema,
     TrainerConfig,
     add_key,
     check_config,
-    common_schema,
     dataclass_defaults,
+    dataclass_schema,
     infer_schema,
     merge_schema,
 )
@@ -37,6 +40,18 @@ from ..training.schema import (
 
 def _without_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _without_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+def common_schema() -> Schema:
+    """The typed sections every task shares (``data`` holds only its common keys; tasks add theirs)."""
+    return {
+        "task": Field(str), "seed": Field(int | None), "out": Field(Any), "run": Field(Any),
+        "threads": Field(int | None),  # CPU threads of torch's intra-op pool (None: torch's default, every core)
+        "data": dataclass_schema(DataConfig), "model": dataclass_schema(ModelConfig),
+        "trainer": dataclass_schema(TrainerConfig),
+        "sampling": dataclass_schema(SamplingSpec),  # the sampling section is the sampling spec itself
+        "distill": dataclass_schema(DistillConfig),  # only in a distilled run's config (sciffusion distill)
+    }
 
 
 # The library's defaults, from the typed sections (one place: training/schema.py); None-valued keys (set by the
@@ -145,6 +160,47 @@ class Task:
     def check(self, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` checked against :meth:`schema` (one-line errors naming the key), numbers coerced."""
         return check_config(config, self.schema())
+
+    def keywords(self, kind: str = "train") -> dict[str, Flag]:
+        """The Python API's keywords for one command (``train``, ``sample`` or ``evaluate``): each of its flags with
+        the dashes as underscores (``--train-period`` -> ``train_period``); a task's flag overrides a common one."""
+        common = {"train": COMMON_TRAIN_FLAGS, "sample": COMMON_SAMPLE_FLAGS, "evaluate": COMMON_EVALUATE_FLAGS}[kind]
+        own = {"train": self.train_flags, "sample": self.sample_flags, "evaluate": self.evaluate_flags}[kind]
+        return {f.name.lstrip("-").replace("-", "_"): f for f in (*common, *own)}
+
+    def config_from_keywords(self, kind: str, settings: dict[str, Any] | None, options: dict[str, Any]
+                             ) -> dict[str, Any]:
+        """The checked config of a Python call: defaults < ``settings`` (dotted keys, as ``--set``) < keywords (as
+        the flags). An unknown keyword, a wrong type or a missing required value is a one-line error naming it."""
+        known = self.keywords(kind)
+        keys: dict[str, Any] = dict(settings or {})
+        for name, value in options.items():
+            flag = known.get(name)
+            if flag is None:
+                near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; choose from {', '.join(sorted(known))}"
+                raise ConfigError(f"{self.name}: unknown keyword {name!r}{hint} (other keys go in settings=)")
+            if value is None:
+                continue
+            many = flag.nargs not in (None, "?")
+            if many and isinstance(value, (str, pathlib.PurePath, int, float)):
+                value = [value]  # a single file, name or number where the flag takes several
+            keys[flag.key] = list(value) if many and isinstance(value, tuple) else value
+        config = self.configure(keys)
+        for key in getattr(self, f"required_{kind}"):
+            if get_key(config, key) is None:
+                name = next((n for n, f in known.items() if f.key == key), key)
+                raise ConfigError(f"{self.name}: missing {name}")
+        return config
+
+    def train_with(self, data: Any, out: str | pathlib.Path, *, settings: dict[str, Any] | None = None,
+                   **options: Any) -> TrainedRun:
+        """Train from Python, as ``sciffusion train NAME`` does: ``data`` is a path (or several) or an in-memory
+        object, ``out`` the run directory (created, or resumed if it holds this run), ``options`` the command's
+        flags as keywords (``max_steps=400``), ``settings`` any other dotted key (``{"model.lr": 1e-3}``).
+        Returns the trained run, ready to sample."""
+        config = self.config_from_keywords("train", settings, {**options, "data": data, "out": out})
+        return load_trained(self.train(config), task=self.name)
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         raise NotImplementedError

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..diffusion import derive_seed
-from ..training.checkpoint import atomic_write
+from ..training.checkpoint import atomic_write, source_label
 from ..training.data import DiffusionDataModule
 from ..training.fit import load_trained
 from .base import Flag, Task, register, run_training
@@ -67,7 +67,7 @@ class Generate(Task):
         dm = DiffusionDataModule.from_arrays(x, val_fraction=d["val_fraction"], batch_size=int(d["batch_size"]),
                                              num_workers=int(d["num_workers"]), seed=int(config["seed"]))
         net = {"dims": x.ndim - 2, "in_channels": x.shape[1]}
-        meta = {"shape": list(x.shape[1:]), "source": str(config["data"]["path"])}
+        meta = {"shape": list(x.shape[1:]), "source": source_label(config["data"]["path"])}
         return run_training(config, dm, net, meta)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:

@@ -16,6 +16,7 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Callable
+from glob import escape as glob_escape
 from typing import Any
 
 import torch
@@ -35,12 +36,36 @@ class RunError(ValueError):
     """A run directory that is missing, incomplete, tampered with, or from an incompatible version."""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[pathlib.Path]:
+    """Delete the temp files that writers of ``path`` killed mid-write (SIGKILL, power loss) left beside it:
+    ``.NAME.PID.XXXX.tmp`` whose process ``PID`` is gone. A live writer's file is kept. Returns what it removed."""
+    path = pathlib.Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], None]) -> None:
     """Write ``data`` (bytes, or a function that writes a file at the temp path it is given) to ``path`` atomically:
     temp file in the same directory, fsync, rename, fsync of the directory. Readers see the old file or the new one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         if callable(data):
             os.close(fd)
@@ -79,6 +104,18 @@ def _tensors_bytes(tensors: dict[str, Tensor]) -> bytes:
     return st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
 
 
+def source_label(obj: Any) -> str:
+    """How a run's files name its data: a path as it is; an in-memory object (an ``xarray.Dataset``, a
+    ``pandas.DataFrame``, an array) by its type and size, not by its repr (thousands of characters of values)."""
+    if isinstance(obj, (str, os.PathLike)):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return ", ".join(source_label(o) for o in obj)
+    size = getattr(obj, "sizes", None) or getattr(obj, "shape", None)
+    kind = f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}"
+    return f"<in-memory {kind}{'' if size is None else ' ' + str(dict(size) if hasattr(size, 'items') else size)}>"
+
+
 def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: dict[str, Any],
              ema: dict[str, Tensor] | None = None, normalizer: dict[str, Tensor] | None = None,
              metadata: dict[str, Any] | None = None, state: dict[str, Tensor] | None = None) -> pathlib.Path:
@@ -88,8 +125,8 @@ def save_run(run_dir: str | os.PathLike, *, weights: dict[str, Tensor], config: 
     run.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {
         "weights.safetensors": _tensors_bytes(weights),
-        "config.json": json.dumps(config, indent=2, sort_keys=True, default=str).encode(),
-        "metadata.json": json.dumps(metadata or {}, indent=2, sort_keys=True, default=str).encode(),
+        "config.json": json.dumps(config, indent=2, sort_keys=True, default=source_label).encode(),
+        "metadata.json": json.dumps(metadata or {}, indent=2, sort_keys=True, default=source_label).encode(),
     }
     if ema is not None:
         files["ema.safetensors"] = _tensors_bytes(ema)

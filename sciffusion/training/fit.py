@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ..diffusion import Denoiser
 from ..diffusion.precond import DenoiserFn
-from .checkpoint import RunError, atomic_write, load_run, save_run
+from .checkpoint import RunError, atomic_write, load_run, save_run, source_label
 from .data import DiffusionDataModule
 from .module import DiffusionModule
 from .normalizer import Normalizer
@@ -119,7 +119,7 @@ def check_identity(run: pathlib.Path, identity: dict[str, Any], resuming: bool) 
     resumes, refuse one whose identity differs, naming what differs (resuming another network would end in a size
     mismatch deep in Lightning, resuming on other data would silently continue)."""
     path = run / IDENTITY
-    mine = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    mine = json.loads(json.dumps(identity, sort_keys=True, default=source_label))
     if resuming and path.exists():
         try:
             theirs = json.loads(path.read_text())

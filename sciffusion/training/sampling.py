@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..diffusion import declared_sigma_data, fit_sigmas, generators_from_seeds, karras_sigmas, sample
 from ..diffusion.precond import Denoiser, DenoiserFn, TowardsGaussian
 from ..diffusion.samplers import SAMPLERS, check_options, sampler_options, validate_sigmas
+from .schema import check_config, dataclass_schema
 
 # The sampler options a spec can hold (each is passed only when set, and only to a sampler that takes it).
 OPTION_KEYS = ("S_churn", "S_tmin", "S_tmax", "S_noise", "eta", "corrector")
@@ -93,8 +94,6 @@ class SamplingSpec:
                       overrides: Mapping[str, Any] | None = None) -> SamplingSpec:
         """The spec of a run's ``sampling`` settings with ``overrides`` on top (an override of None keeps the run's
         value). Unknown keys and wrong types are refused with the key named (:mod:`.schema`)."""
-        from .schema import check_config, dataclass_schema
-
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         base = dict(settings or {})
         if "grid" not in given and any(k in given for k in GRID_KEYS):

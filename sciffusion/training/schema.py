@@ -274,17 +274,3 @@ def check_config(config: Mapping[str, Any], schema: Schema, prefix: str = "",
             raise ConfigError(f"config key {dotted}={value!r} is not a {type_name(spec.type)}")
         out[key] = fixed
     return out
-
-
-def common_schema() -> Schema:
-    """The typed sections every task shares (``data`` holds only its common keys; tasks add theirs)."""
-    from .distill import DistillConfig
-    from .sampling import SamplingSpec  # the sampling section is the sampling spec itself
-
-    return {
-        "task": Field(str), "seed": Field(int | None), "out": Field(Any), "run": Field(Any),
-        "threads": Field(int | None),  # CPU threads of torch's intra-op pool (None: torch's default, every core)
-        "data": dataclass_schema(DataConfig), "model": dataclass_schema(ModelConfig),
-        "trainer": dataclass_schema(TrainerConfig), "sampling": dataclass_schema(SamplingSpec),
-        "distill": dataclass_schema(DistillConfig),  # only in a distilled run's config (sciffusion distill)
-    }

@@ -14,7 +14,7 @@ _LAT_UNITS = ("degrees_north", "degree_north", "degrees_n", "degree_n")
 _LON_UNITS = ("degrees_east", "degree_east", "degrees_e", "degree_e")
 
 
-def _find(ds: xr.Dataset | xr.DataArray, kind: str) -> str:
+def find_axis(ds: xr.Dataset | xr.DataArray, kind: str) -> str:
     names, units = (LAT_NAMES, _LAT_UNITS) if kind == "latitude" else (LON_NAMES, _LON_UNITS)
     dims = list(ds.dims)
     for d in dims:  # CF attributes first: they are what the file says

@@ -33,13 +33,10 @@ from torch.utils.data import Dataset
 from ..._version import __version__
 from ...diffusion import derive_seed
 from ...metrics import diebold_mariano, newey_west_lag
-from ...tasks.base import Flag, Task, register, run_training
-from ...tasks.calibration import spread_calibrator
-from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
-from ...training.data import DiffusionDataModule
+from ...tasks.outputs import provenance, state_tensors
 from ...training.fit import TrainedRun, load_trained
 from .fields import Grid, open_fields, output_attrs, output_coord, time_key
-from .forecast import DATA_HELP, LEVELS_HELP, _fields, read_static, select_period
+from .forecast import field_array, select_period
 from .levels import split_levels, stack_levels
 
 
@@ -73,92 +70,6 @@ def interpolate(coarse: np.ndarray, factor: int, periodic: bool, mode: str = "bi
 
 def coarse_coords(values: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1, factor).mean(1)
-
-
-@register
-class Downscale(Task):
-    name = "downscale"
-    verb = "downscale"
-    summary = "downscaling of gridded fields to an ensemble on a finer grid (netCDF in, netCDF out)"
-    defaults: dict[str, Any] = {
-        "data": {"variables": None, "levels": None, "train_period": None, "factor": 4, "static": None,
-                 "static_path": None, "val_fraction": 0.15, "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64},
-        "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
-                  "ema_half_life": 100.0},
-        "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
-        "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
-        "downscale": {"period": None, "members": 8},
-    }
-    train_flags = (
-        Flag("--data", "data.path", "fine fields: " + DATA_HELP, nargs="+"),
-        Flag("--variables", "data.variables", "variables to downscale, or single levels of them (t_850)",
-             nargs="+"),
-        Flag("--levels", "data.levels", LEVELS_HELP, float, nargs="+"),
-        Flag("--factor", "data.factor", "integer refinement factor (coarse cell = factor x factor fine cells)", int),
-        Flag("--train-period", "data.train_period", "training period, e.g. 1860/2029 (its tail validates)"),
-        Flag("--static", "data.static", "static fine-grid fields to condition on (orography, land-sea mask)",
-             nargs="+"),
-    )
-    sample_flags = (
-        Flag("--data", "data.path", "coarse fields on the run's coarse grid, or fine fields (coarsened first): "
-             + DATA_HELP, nargs="+"),
-        Flag("--period", "downscale.period", "time steps to downscale, e.g. 2030/2099"),
-        Flag("--members", "downscale.members", "ensemble members", int),
-        Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
-    )
-    required_sample = ("run", "out", "data.path")
-    evaluate_flags = (Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),
-                      Flag("--data", "data.path", "the fine truth: " + DATA_HELP, nargs="+"))
-    required_evaluate = ("evaluate.downscaled", "data.path", "run")
-
-    def train(self, config: dict[str, Any]) -> pathlib.Path:
-        d = config["data"]
-        f = int(d["factor"])
-        if f < 2:
-            raise ValueError(f"factor must be an integer >= 2; got {d['factor']}")
-        ds, full_grid = open_fields(d["path"], d["variables"], levels=d.get("levels"))
-        ds, grid = crop_to_factor(ds, full_grid, f)
-        static = read_static(d, full_grid)
-        static = None if static is None else static[:, :grid.shape[0], :grid.shape[1]]
-        variables = list(ds.data_vars)
-        train = select_period(ds, grid.time, d["train_period"], "train-period")
-        if train.sizes[grid.time] < 8:
-            raise ValueError(f"the training period has {train.sizes[grid.time]} time steps; need at least 8")
-        if train.nbytes < float(d.get("load_max_gb", 2.0)) * 2**30:
-            train = train.load()  # small enough: read once, not per sample
-        prep = fit_downscale_prep(lambda lo, hi: _fields(train.isel({grid.time: slice(lo, hi)}), variables),
-                                  train.sizes[grid.time], f, grid.periodic, static, int(d.get("stats_chunk", 64)))
-        T = train.sizes[grid.time]
-        n_val = int(round(T * float(d["val_fraction"])))
-        w = grid.lat_weights()
-        tr = DownscaleSamples(train, variables, grid.time, range(0, T - n_val), prep, w)
-        va = DownscaleSamples(train, variables, grid.time, range(T - n_val, T), prep, w)
-        dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
-                                 num_workers=int(d.get("num_workers", 0)), seed=int(config["seed"]))
-        C = len(variables)
-        net = {"dims": 2, "in_channels": C, "cond_channels": C + (0 if static is None else len(static)),
-               "periodic": [False, grid.periodic]}
-        times = train[grid.time].values
-        meta = {"variables": variables, "grid": grid.to_dict(), "factor": f,
-                "attrs": {v: dict(ds[v].attrs) for v in variables},
-                "coord_attrs": {c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
-                "train_period": [str(times[0]), str(times[-1])], "source": str(d["path"])}
-        calibrate = spread_calibrator(va, config["sampling"], int(config["seed"]))
-        return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
-
-    def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        out = downscale(config["run"], config["data"]["path"], period=config["downscale"].get("period"),
-                        members=int(config["downscale"]["members"]), seed=int(config["seed"]),
-                        sampling=config.get("sampling", {}), progress=True)
-        return write_netcdf(out, config["out"])
-
-    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
-        fc = open_output(config["evaluate"]["downscaled"], "downscale")
-        table = evaluate_downscaling(fc, config["data"]["path"], config["run"],
-                                     seed=recorded_seed(fc.attrs, config.get("seed")),
-                                     plots=config["evaluate"].get("plots"))
-        return report_scores(table, format_downscale_table(table), config.get("out"))
 
 
 class DownscalePrep:
@@ -243,7 +154,7 @@ class DownscaleSamples(Dataset):
 
     def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
         i = self.index[j]
-        x = _fields(self.ds.isel({self.time: slice(i, i + 1)}), self.variables)
+        x = field_array(self.ds.isel({self.time: slice(i, i + 1)}), self.variables)
         p = self.prep
         base = p.interp(block_mean(x, p.factor))
         target = ((p.norm(x) - base - p.bias) / p.scale).astype(np.float32)
@@ -275,9 +186,9 @@ def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period:
     if g.shape[0] >= H and g.shape[1] >= W:
         ds, g = crop_to_factor(ds, g, f) if g.shape != (H, W) else (ds, g)
         fine.check(g, "the data")
-        return ds, block_mean(_fields(ds, variables), f), fine, g
+        return ds, block_mean(field_array(ds, variables), f), fine, g
     coarse_grid.check(g, "the data (neither the run's fine grid nor its coarse grid)")
-    return ds, _fields(ds, variables), fine, g
+    return ds, field_array(ds, variables), fine, g
 
 
 def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
@@ -355,7 +266,7 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
     fine = Grid.from_dict(run.metadata["grid"])
     t = fc[fine.time].values
     ds, coarse, _, _ = coarse_input(run, data, f"{t[0]}/{t[-1]}")
-    truth_np = _fields(ds, run.metadata["variables"])
+    truth_np = field_array(ds, run.metadata["variables"])
     if truth_np.shape[0] != fc.sizes[fine.time]:
         raise ValueError("the truth's time steps do not match the downscaled file's")
     M = fc.sizes["member"]

@@ -22,7 +22,7 @@ from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
 from .conventions import from_layout, to_internal, to_layout
 from .fields import open_fields, output_coord
-from .forecast import _fields, initial_states, normal_shifts, to_dataset, training_anomalies
+from .forecast import field_array, initial_states, normal_shifts, to_dataset, training_anomalies
 from .levels import split_levels, stack_levels
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year
@@ -94,7 +94,7 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
     missing = [t for t in flat["init_time"].values if t not in pos]
     if missing:
         raise ValueError(f"{len(missing)} initial time(s) of the forecast are not in the data (first: {missing[0]})")
-    x = _fields(ds, variables)
+    x = field_array(ds, variables)
     I, L = flat.sizes["init_time"], flat.sizes["lead_time"]
     out = np.full((I, L, *x.shape[1:]), np.nan)
     for a, t0 in enumerate(flat["init_time"].values):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .coords import LAT_NAMES, LON_NAMES, _find, find_time, time_key  # noqa: F401 (re-exported)
+from .coords import LAT_NAMES, LON_NAMES, find_axis, find_time, time_key  # noqa: F401 (re-exported)
 from .levels import is_vertical, level_of, split_levels
 from .sources import Source, open_source
 
@@ -76,7 +76,7 @@ def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None, levels: Se
     without levels. Every selected channel is returned as ``(time, lat, lon)``; other dims of size 1 (ERA5's
     ``number``, a single ``expver``) are dropped. Attributes of the dataset, variables and coordinates are kept.
     """
-    time, lat, lon = find_time(ds), _find(ds, "latitude"), _find(ds, "longitude")
+    time, lat, lon = find_time(ds), find_axis(ds, "latitude"), find_axis(ds, "longitude")
     if isinstance(variables, str):
         variables = [variables]
     horizontal = {time, lat, lon}
@@ -141,7 +141,7 @@ def static_field(da: xr.DataArray, grid: Grid) -> np.ndarray:
     """A (lat, lon) field (land-sea mask, orography) on ``grid``: latitude sorted and longitude wrapped as the data
     were, then checked against the grid's coordinates. Returns ``(lat, lon)`` float64."""
     da = da.squeeze(drop=True)
-    lat, lon = _find(da, "latitude"), _find(da, "longitude")
+    lat, lon = find_axis(da, "latitude"), find_axis(da, "longitude")
     if da.ndim != 2:
         raise ValueError(f"static field {da.name!r} has dims {da.dims}; need (lat, lon)")
     ds, _ = canonical(da.expand_dims(time=[0]).to_dataset(name="f").assign_coords(

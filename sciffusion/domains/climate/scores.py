@@ -19,14 +19,14 @@ import numpy as np
 import xarray as xr
 
 from ...metrics import crps_ensemble_np
-from .coords import _find
+from .coords import find_axis
 
 MEMBER = "member"
 
 
 def area_weights(da: xr.DataArray | xr.Dataset) -> xr.DataArray:
     """``cos(latitude)`` on ``da``'s latitude dim (found from CF attributes or the usual names)."""
-    lat = _find(da, "latitude")
+    lat = find_axis(da, "latitude")
     return np.cos(np.deg2rad(da[lat])).clip(min=0).rename("area_weight")
 
 

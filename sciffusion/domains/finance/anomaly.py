@@ -18,11 +18,9 @@ import pandas as pd
 from scipy import stats
 
 from ...metrics import auprc, auroc, crps_ensemble_np
-from ...tasks.base import Flag, Task, register
-from ...training.checkpoint import atomic_write
 from ...training.fit import TrainedRun, load_trained
 from .garch import day_number
-from .impute import Table, _run_parts, conditionals, draw_residuals, model_inputs
+from .impute import Table, conditionals, draw_residuals, model_inputs, run_parts
 from .scenarios import path_seeds
 from .series import period_slice
 
@@ -41,7 +39,7 @@ def day_scores(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd
     """Scores of every observed (day, asset) return in ``period``: a frame indexed by (date, asset) with columns
     ``sciffusion``, ``ccc``, ``zscore`` (higher = more anomalous) and ``shock`` (the standardised shock)."""
     run = load_trained(run, task="impute")
-    garch, chol, W = _run_parts(run)
+    garch, chol, W = run_parts(run)
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     T, A = table.z.shape
     rows = pd.Series(np.arange(T), index=table.index).loc[period_slice(period)].to_numpy()
@@ -138,28 +136,3 @@ def print_detection(scores: pd.DataFrame, labels_csv: str | os.PathLike, index: 
     for m, v in detection_table(scores, labels).items():
         print(f"{m:<12} AUROC {v['auroc']:.3f}  AUPRC {v['auprc']:.3f}")
 
-
-@register
-class DayScores(Task):
-    name = "day_scores"
-    verb = "score-days"
-    uses_runs_of = "impute"
-    summary = "anomaly scores of observed daily returns from an imputation run (prices in, CSV out)"
-    defaults: dict[str, Any] = {"score": {"period": None, "samples": 32, "groups": 4, "labels": None}}
-    sample_flags = (
-        Flag("--data", "data.path", "prices (or returns) to score, with the history before the period"),
-        Flag("--period", "score.period", "days to score, e.g. 2015-01-01/2018-12-31 (default: all)"),
-        Flag("--samples", "score.samples", "imputations per hidden entry", int),
-        Flag("--labels", "score.labels", "CSV of known anomalies (columns date, asset): print AUROC/AUPRC"),
-    )
-    required_sample = ("run", "out", "data.path")
-
-    def sample(self, config: dict[str, Any]) -> Any:
-        s = config["score"]
-        frame = day_scores(config["run"], config["data"]["path"], s.get("period"), samples=int(s["samples"]),
-                           groups=int(s.get("groups", 4)), seed=int(config["seed"]),
-                           sampling=config.get("sampling", {}))
-        atomic_write(config["out"], frame.to_csv().encode())
-        if s.get("labels"):
-            print_detection(frame, s["labels"], ["date", "asset"])
-        return config["out"]

@@ -16,7 +16,6 @@ the training correlation), which is what a strong Gaussian imputer knows.
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,15 +28,12 @@ from torch.utils.data import Dataset
 
 from ...diffusion import numpy_rng
 from ...metrics import crps_ensemble_np
-from ...tasks.base import Flag, Task, register, run_training
-from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
-from ...training.data import DiffusionDataModule
+from ...tasks.outputs import provenance
 from ...training.fit import TrainedRun, load_trained
-from ...training.normalizer import Normalizer
 from ...training.sampling import SamplingSpec
 from .gaps import Gaps, GaussianConditional, find_gaps, project_totals, stretches
-from .garch import GarchT, correlation_factor, day_number
-from .scenarios import TABLE_FLAGS, path_seeds, read_returns
+from .garch import GarchT, day_number
+from .scenarios import path_seeds, read_returns
 from .series import period_slice, read_table
 
 PCT = 100.0
@@ -194,93 +190,6 @@ class MaskedWindows(Dataset):
                 "mask": torch.from_numpy(learn.T.copy())}
 
 
-@register
-class Impute(Task):
-    name = "impute"
-    verb = "impute"
-    summary = "fill missing stretches of daily prices/returns with sampled paths (CSV/parquet in, netCDF out)"
-    defaults: dict[str, Any] = {
-        "data": {"kind": "prices", "assets": None, "train_period": None, "window": 64, "max_gap": 20,
-                 "val_days": 250, "batch_size": 64},
-        "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
-                  "ema_half_life": 100.0},
-        "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
-        "sampling": {"sampler": "dpmpp_2m", "steps": 16, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "exact_gaussian": True, "batch_size": 4096},
-        "impute": {"samples": 100, "method": "sciffusion"},
-    }
-    train_flags = TABLE_FLAGS + (
-        Flag("--window", "data.window", "days the model sees around a gap (a multiple of 4)", int),
-        Flag("--max-gap", "data.max_gap", "longest hidden stretch in training, days", int),
-    )
-    sample_flags = (
-        Flag("--data", "data.path", "the table with gaps (NaN or empty cells)"),
-        Flag("--samples", "impute.samples", "imputations drawn per gap", int),
-        Flag("--method", "impute.method", f"sciffusion (default) or a baseline: {', '.join(BASELINES)}"),
-    )
-    required_sample = ("run", "out", "data.path")
-    evaluate_flags = (
-        Flag("--imputed", "evaluate.imputed", "file written by 'sciffusion impute'"),
-    )
-    required_evaluate = ("evaluate.imputed", "data.path", "run")
-
-    def train(self, config: dict[str, Any]) -> pathlib.Path:
-        d = config["data"]
-        W, n_val, max_gap = int(d["window"]), int(d.get("val_days", 250)), int(d["max_gap"])
-        if W % 4 or W < 16:
-            raise ValueError(f"window must be a multiple of 4 and >= 16 (the U-Net halves it twice); got {W}")
-        if not 1 <= max_gap <= W // 2:
-            raise ValueError(f"max_gap must be in 1 .. window/2 = {W // 2}; got {max_gap}")
-        kind = d.get("kind", "prices")
-        r, _ = read_returns(d["path"], kind, d.get("assets"))
-        r = r.loc[period_slice(d.get("train_period"))]
-        if len(r) < n_val + W + 250:
-            raise ValueError(f"the training period has {len(r)} returns; need at least {n_val + W + 250} "
-                             f"(window {W} + {n_val} validation days + 250)")
-        garch = GarchT.fit(r * PCT)
-        x = r.to_numpy() * PCT
-        sigma = np.sqrt(garch.filter(x)[:-1])
-        z = (x - garch.mu) / sigma
-        g = garch.to_normal(z)
-        T, A = g.shape
-        steps, bs, seed = int(config["trainer"]["max_steps"]), int(d["batch_size"]), int(config["seed"])
-        common = dict(window=W, seed=seed, totals=kind == "prices", max_gap=max_gap)
-        chol = correlation_factor(z)
-        train = MaskedWindows(g, z, sigma, chol @ chol.T, np.arange(0, T - n_val - W + 1),
-                              length=max(steps * bs, bs), **common)
-        val = MaskedWindows(g, z, sigma, chol @ chol.T, np.arange(T - n_val, T - W + 1),
-                            length=512, **{**common, "seed": seed + 1})
-        identity = Normalizer(torch.zeros(A), torch.ones(A))  # targets are standardised by construction
-        dm = DiffusionDataModule(train, val, batch_size=bs, seed=seed, normalizer=identity)
-        net = {"dims": 1, "in_channels": A, "cond_channels": cond_channels(A)}
-        meta = {"assets": list(r.columns), "kind": kind, "source": str(d["path"]),
-                "train_period": [str(r.index[0].date()), str(r.index[-1].date())]}
-        state = state_tensors({**garch.state(), "chol": chol})
-        return run_training(config, dm, net, meta, state)
-
-    def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        s = config["impute"]
-        method = s.get("method") or "sciffusion"
-        kw = dict(samples=int(s["samples"]), seed=int(config["seed"]))
-        ds = (impute(config["run"], config["data"]["path"], sampling=config.get("sampling", {}), progress=True,
-                     **kw) if method == "sciffusion" else impute_baseline(config["run"], config["data"]["path"],
-                                                                         method, **kw))
-        return write_netcdf(ds, config["out"])
-
-    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
-        ds = open_output(config["evaluate"]["imputed"], "impute")
-        full = read_table(config["data"]["path"], list(ds["asset"].values))  # read once: scores and plot
-        table = imputation_report(ds, full, config["run"], seed=recorded_seed(ds.attrs, config.get("seed")))
-        if config.get("evaluate", {}).get("plots"):
-            from .plots import imputation_plot
-
-            truth = full.reindex(pd.DatetimeIndex(ds["time"].values)).to_numpy()
-            if ds.attrs.get("kind") != "prices":
-                truth = np.nancumsum(truth, axis=0)
-            table["plots"] = [imputation_plot(ds, truth, config["evaluate"]["plots"])]
-        return report_scores(table, format_imputation(table), config.get("out"))
-
-
 # --- imputing ---------------------------------------------------------------------------------------------------
 
 def plan_windows(table: Table, W: int) -> list[tuple[int, int, int]]:
@@ -297,7 +206,7 @@ def plan_windows(table: Table, W: int) -> list[tuple[int, int, int]]:
     return jobs
 
 
-def _run_parts(run: TrainedRun) -> tuple[GarchT, np.ndarray, int]:
+def run_parts(run: TrainedRun) -> tuple[GarchT, np.ndarray, int]:
     s = {k: v.numpy() for k, v in run.state.items()}
     return GarchT.from_state(s), s["chol"], int(run.config["data"]["window"])
 
@@ -328,7 +237,7 @@ def impute(run: TrainedRun | str | os.PathLike, data: str | os.PathLike | pd.Dat
     """``samples`` imputations of every missing stretch of ``data`` (prices or returns, as the run was trained):
     a Dataset with ``log_return`` (and ``price``) ``(sample, time, asset)``, observed entries as given."""
     run = load_trained(run, task="impute")
-    garch, chol, W = _run_parts(run)
+    garch, chol, W = run_parts(run)
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     jobs = plan_windows(table, W)
     A = len(table.assets)
@@ -361,7 +270,7 @@ def impute_baseline(run: TrainedRun | str | os.PathLike, data: str | os.PathLike
     if method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES} or 'sciffusion'; got {method!r}")
     run = load_trained(run, task="impute")
-    garch, chol, W = _run_parts(run)
+    garch, chol, W = run_parts(run)
     table = Table.read(data, garch, run.metadata.get("kind", "prices"), run.metadata["assets"])
     jobs = plan_windows(table, W)
     A = len(table.assets)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +23,13 @@ import xarray as xr
 
 from ...diffusion import KnownCombinations, combination_constraints, derive_seed
 from ...diffusion.precond import DenoiserFn
-from ...tasks.base import Flag, Task, register, run_training
-from ...tasks.outputs import open_output, provenance, recorded_seed, report_scores, state_tensors, write_netcdf
-from ...training.data import DiffusionDataModule
+from ...tasks.outputs import provenance, state_tensors
 from ...training.fit import TrainedRun, load_trained
-from ...training.normalizer import Normalizer
 from ...training.sampling import SamplingSpec
 from .dcc import DCC, cholesky
-from .features import as_channels, feature_count, summaries
-from .garch import GarchT, correlation_factor, day_number
+from .features import as_channels, summaries
+from .garch import GarchT, day_number
 from .given import given_shocks, parse_given, whitened_constraints
-from .selection import net_weight_selector
 from .series import log_returns, period_slice, read_table
 
 PCT = 100.0  # GARCH works in percent log returns
@@ -185,148 +180,6 @@ def read_returns(data: str | os.PathLike | pd.DataFrame, kind: str = "prices",
     raise ValueError(f"kind must be 'prices' or 'returns'; got {kind!r}")
 
 
-TABLE_FLAGS = (  # what every task training on a daily table takes
-    Flag("--kind", "data.kind", "the table holds 'prices' (default) or 'returns' (log, fractions)"),
-    Flag("--assets", "data.assets", "columns to model (default: every numeric column)", nargs="+"),
-    Flag("--train-period", "data.train_period", "training period, e.g. :2014-12-31 (its last val-days validate)"),
-)
-
-
-@register
-class Scenarios(Task):
-    name = "scenarios"
-    verb = "scenarios"
-    summary = "market scenario paths conditioned on recent history (prices CSV/parquet in, netCDF out)"
-    defaults: dict[str, Any] = {
-        "data": {"kind": "prices", "assets": None, "train_period": None, "context": 60, "horizon": 20, "copula": "ccc",
-                 "covariates": None,
-                 "val_days": 250, "batch_size": 64, "select_net_weight": True, "selection_paths": 16},
-        "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
-                  "ema_half_life": 100.0, "cond_dropout": 0.1},
-        "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
-        "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
-                     "exact_gaussian": True, "batch_size": 4096},
-        "scenarios": {"origins": None, "every": 1, "paths": 200, "given": None},
-        "evaluate": {"long_days": 1000, "long_paths": 16, "weights": None},
-    }
-    train_flags = TABLE_FLAGS + (
-        Flag("--context", "data.context", "days of history each scenario is conditioned on", int),
-        Flag("--covariates", "data.covariates", "columns that condition the scenarios but are not simulated "
-             "(e.g. VIX, a rate), known up to each origin", str, nargs="+"),
-        Flag("--copula", "data.copula", "base law of the joint shocks: ccc (constant correlation, default) or dcc "
-             "(DCC(1,1) dynamic correlation)"),
-        Flag("--horizon", "data.horizon", "days per scenario path", int),
-    )
-    sample_flags = (
-        Flag("--data", "data.path", "prices (or returns) up to and including the origins"),
-        Flag("--origins", "scenarios.origins", "origin dates, e.g. 2015-01-02/2018-12-31 (default: the last day)"),
-        Flag("--every", "scenarios.every", "take every k-th trading day of the origin period", int),
-        Flag("--paths", "scenarios.paths", "paths per origin", int),
-        Flag("--given", "scenarios.given", "fix assets' log returns on days 1..k: ASSET=r1,r2,... or "
-             "ASSET:DAYS=TOTAL (spread evenly) or a CSV of asset,day,log_return", str, nargs="+"),
-    )
-    required_sample = ("run", "out", "data.path")
-    evaluate_flags = (
-        Flag("--scenarios", "evaluate.scenarios", "scenario file written by 'sciffusion scenarios'"),
-        Flag("--long-days", "evaluate.long_days", "length of the long simulated paths for the stylized facts", int),
-        Flag("--weights", "evaluate.weights",
-             "portfolio weights for the joint scores and VaR backtests: CSV of asset,weight rows or JSON "
-             "{asset: weight} (default: equal weights)"),
-    )
-    required_evaluate = ("evaluate.scenarios", "data.path", "run")
-
-    def train(self, config: dict[str, Any]) -> pathlib.Path:
-        d = config["data"]
-        C, H = int(d["context"]), int(d["horizon"])
-        if C < 5 or H < 1:
-            raise ValueError(f"context must be >= 5 and horizon >= 1; got {C} and {H}")
-        covariates = tuple(d.get("covariates") or ())
-        assets = d.get("assets")
-        if covariates:
-            columns = list(read_table(d["path"]).columns)
-            missing = [c for c in covariates if c not in columns]
-            if missing:
-                raise ValueError(f"covariate(s) {missing} not in the data; columns are {columns[:10]}")
-            assets = [a for a in (assets or columns) if a not in covariates]
-            if not assets:
-                raise ValueError("every column is a covariate: no asset is left to model")
-        r, _ = read_returns(d["path"], d.get("kind", "prices"), assets)
-        r = r.loc[period_slice(d.get("train_period"))]
-        n_val = int(d.get("val_days", 250))
-        if len(r) < C + H + n_val + 250:
-            raise ValueError(f"the training period has {len(r)} returns; need at least {C + H + n_val + 250} "
-                             f"(context {C} + horizon {H} + {n_val} validation days + 250)")
-        copula = d.get("copula", "ccc")
-        if copula not in ("ccc", "dcc"):
-            raise ValueError(f"data.copula must be 'ccc' or 'dcc'; got {copula!r}")
-        garch = GarchT.fit(r * PCT)
-        g, s2 = garch.gaussianised(r.to_numpy() * PCT)
-        model = ShockModel(garch, np.sqrt(np.nanmean(s2, axis=0)), correlation_factor(g), C, H,
-                           DCC.fit(g) if copula == "dcc" else None, covariates)
-        cov = model.read_covariates(d["path"], r.index)
-        if cov is not None:
-            model.cov_mean, model.cov_std = np.nanmean(cov, axis=0), np.nanstd(cov, axis=0)
-            flat = [c for c, v in zip(covariates, model.cov_std) if not v > 0]
-            if flat:
-                raise ValueError(f"covariate(s) {flat} are constant or missing in the training period")
-        log_vol = 0.5 * np.log(s2[1:]) - np.log(model.sigma_bar)
-        ends = np.arange(C - 1, len(r) - H)
-        x = np.empty((len(ends), r.shape[1], H), dtype=np.float32)         # (N, A, H), NaN = missing
-        for lo in range(0, len(ends), 256):  # in chunks: one DCC factor per window is (N, A, A)
-            e = ends[lo:lo + 256]
-            x[lo:lo + 256] = model.whiten(np.stack([g[i + 1:i + 1 + H].T for i in e]), model.factors(g, e))
-        cond = model.cond(g, log_vol, ends, cov)
-        # The whitened shocks are N(0, I) under the base by construction: with DCC, keep that scale exactly (a fitted
-        # per-channel std would turn the base into N(mean, std^2) and bend its correlation away from DCC's forecast,
-        # 2.6% on the variogram score of a synthetic panel). CCC keeps the fitted normaliser (in sample it is 0 / 1).
-        unit = Normalizer(torch.zeros(r.shape[1]), torch.ones(r.shape[1])) if model.dcc is not None else None
-        if unit is not None and not config["model"].get("sigma_data"):
-            config["model"]["sigma_data"] = 1.0  # and so is sigma_data: D_G is then the DCC base exactly
-        dm = DiffusionDataModule.from_arrays(torch.from_numpy(x), torch.from_numpy(cond), normalizer=unit,
-                                             mask=torch.from_numpy(np.isfinite(x)),
-                                             val_fraction=min(n_val / len(ends), 0.5),
-                                             batch_size=int(d["batch_size"]), seed=int(config["seed"]))
-        A = r.shape[1]
-        net = {"dims": 1, "in_channels": A, "cond_channels": feature_count(A, C) + 2 * len(covariates) + 1}
-        meta = {"assets": list(r.columns), "kind": d.get("kind", "prices"),
-                "train_period": [str(r.index[0].date()), str(r.index[-1].date())], "source": str(d["path"]),
-                "garch": {k: v.tolist() for k, v in vars(garch).items()}, "copula": copula,
-                "covariates": list(covariates)}
-        if model.dcc is not None:
-            meta["dcc"] = {"a": model.dcc.a, "b": model.dcc.b}
-        select = None
-        n_windows = len(dm.val) if dm.val is not None else 0
-        if d.get("select_net_weight", True) and n_windows:  # do no harm: never worse on validation than CCC
-            val_ends = ends[len(ends) - n_windows:]
-            s2_val = s2[val_ends + 1]
-            L_val = model.factors(g, val_ends)
-
-            def to_returns(z: torch.Tensor, rows: np.ndarray) -> np.ndarray:
-                g_paths = model.colour(dm.normalizer.denormalize(z).numpy().astype(np.float64), L_val, rows)
-                return model.paths(g_paths, s2_val[rows])[0]
-
-            y_val = np.stack([r.to_numpy()[e + 1:e + 1 + H] for e in val_ends])
-            select = net_weight_selector(cond[len(ends) - n_windows:], y_val, to_returns, config["sampling"],
-                                         int(config["seed"]), paths=int(d.get("selection_paths", 16)))
-        return run_training(config, dm, net, meta, model.state_dict(), select)
-
-    def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        s = config["scenarios"]
-        ds = scenarios(config["run"], config["data"]["path"], origins=s.get("origins"), every=int(s.get("every", 1)),
-                       paths=int(s["paths"]), seed=int(config["seed"]), sampling=config.get("sampling", {}),
-                       progress=True, given=s.get("given"))
-        return write_netcdf(ds, config["out"])
-
-    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
-        from .report import format_report, risk_report
-
-        e = config.get("evaluate", {})
-        scen = open_output(e["scenarios"], "scenarios")
-        report = risk_report(scen, config["data"]["path"], config["run"], seed=recorded_seed(scen.attrs,
-                                                                                             config.get("seed")),
-                             long_days=int(e.get("long_days", 1000)), long_paths=int(e.get("long_paths", 16)),
-                             plots=e.get("plots"), weights=e.get("weights"))
-        return report_scores(report, format_report(report), config.get("out"))
 
 
 # --- sampling --------------------------------------------------------------------------------------------------

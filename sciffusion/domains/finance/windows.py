@@ -24,11 +24,8 @@ import torch
 from scipy import stats
 
 from ...diffusion import denoising_nll, generators_from_seeds
-from ...tasks.base import Flag, Task, register
-from ...training.checkpoint import atomic_write
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import network_autocast, resolve_device
-from .anomaly import print_detection
 from .garch import day_number
 from .scenarios import PCT, ShockModel, path_seeds, read_returns
 from .series import period_slice
@@ -166,30 +163,3 @@ def _carry(logp: pd.DataFrame, days: np.ndarray, asset: int, delta: np.ndarray) 
     for t, d in zip(days, delta):
         logp.iloc[t:, asset] += d
 
-
-@register
-class WindowScores(Task):
-    name = "window_scores"
-    verb = "score-windows"
-    uses_runs_of = "scenarios"
-    summary = "anomaly scores (negative log-likelihood) of observed H-day windows from a scenario run (CSV out)"
-    defaults: dict[str, Any] = {"score": {"period": None, "every": None, "levels": 24, "draws": 8, "labels": None}}
-    sample_flags = (
-        Flag("--data", "data.path", "prices (or returns) to score, with the history before the period"),
-        Flag("--period", "score.period", "windows starting in this period, e.g. 2015-01-01/2018-12-31"),
-        Flag("--every", "score.every", "a window after every k-th day (default: the horizon, windows tile)", int),
-        Flag("--levels", "score.levels", "noise levels of the likelihood bound", int),
-        Flag("--draws", "score.draws", "noise draws per level (even)", int),
-        Flag("--labels", "score.labels", "CSV of anomalous windows (column origin): print AUROC/AUPRC"),
-    )
-    required_sample = ("run", "out", "data.path")
-
-    def sample(self, config: dict[str, Any]) -> Any:
-        s = config["score"]
-        frame = window_scores(config["run"], config["data"]["path"], s.get("period"), every=s.get("every"),
-                              levels=int(s["levels"]), draws=int(s["draws"]), seed=int(config["seed"]),
-                              device=config.get("sampling", {}).get("device"))
-        atomic_write(config["out"], frame.to_csv().encode())
-        if s.get("labels"):
-            print_detection(frame, s["labels"], ["origin"])
-        return config["out"]

@@ -19,7 +19,6 @@ noise level (no diffusion), and :func:`zscore_map` the intensity z-score against
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -31,30 +30,21 @@ from scipy import ndimage
 
 from ...diffusion import coarse_noise, derive_seed, generators_from_seeds, partial_diffusion
 from ...metrics import auroc
-from ...tasks.base import Flag, Task, register
-from ...tasks.outputs import report_scores
-from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import resolve_device
 from .batch import each_subject, nifti_name
 from .cohort import Subject, read_cohort
 from .grids import resample_onto
 from .scans import (
-    MEDICAL_DEFAULTS,
-    SCAN_SAMPLE_FLAGS,
-    SCAN_TRAIN_FLAGS,
     Scan,
     as_batch,
     check_sequences,
-    config_cohort,
     prepare_like,
     prepare_subject,
     tiled,
-    train_on_patches,
-    training_cohort,
     with_read_options,
 )
-from .scores import detection_scores, dice, threshold_at_fpr
+from .scores import dice, threshold_at_fpr
 from .volumes import Volume, read_volume, tagged, write_volume
 
 # Scoring defaults chosen on a validation case of the protocol (brain_benchmark(seed=1): other perturbations and
@@ -340,116 +330,4 @@ def screen(run: TrainedRun | str | os.PathLike, cohort: Any, out: str | os.PathL
         return row
 
     return each_subject(cohort, out, work, "scores.csv", "detect", progress)
-
-
-@register
-class Anomaly(Task):
-    name = "anomaly"
-    verb = "detect"
-    summary = "unsupervised voxel anomaly maps of 3-D scans (NIfTI/DICOM) from a model of healthy patches"
-    required_train = ("out",)  # the scans: --data or --cohort (checked with a clear error)
-    defaults = merge(MEDICAL_DEFAULTS, ANOMALY_DEFAULTS)
-    train_flags = SCAN_TRAIN_FLAGS + (
-        Flag("--method", "anomaly.method", "diffusion, or dae (the denoising-autoencoder baseline)"),
-        Flag("--calibration", "anomaly.calibration", "held-out healthy scans to set the threshold on (default with "
-             "a --cohort: its subjects of split 'calibration')", nargs="+"),
-        Flag("--fpr", "anomaly.fpr", "voxel false-positive rate of the calibrated threshold", float),
-        Flag("--validation", "anomaly.validation", "a scan with known lesions to choose levels and score on "
-             "(default with a --cohort: its split 'validation' subjects whose label is a lesion mask)"),
-        Flag("--validation-lesions", "anomaly.validation_lesions", "the lesion mask of --validation (NIfTI)"),
-        Flag("--sigmas", "anomaly.sigmas", "noise levels the scores average (normalised intensity)", float,
-             nargs="+"),
-        Flag("--score", "anomaly.score", "bandpass (signed error, band-passed) or abs (smoothed absolute error)"),
-    )
-    sample_flags = SCAN_SAMPLE_FLAGS + (
-        Flag("--binary", "binary", "also write the thresholded map here"),
-        Flag("--threshold", "threshold", "score threshold (default: the run's calibrated one)", float),
-        Flag("--seeds", "anomaly.seeds", "noise seeds to average", int),
-        Flag("--sigmas", "anomaly.sigmas", "noise levels to average (normalised intensity)", float, nargs="+"),
-        Flag("--score", "anomaly.score", "bandpass (signed error, band-passed) or abs (smoothed absolute error)"),
-    )
-    run_settings = ("sampling", "anomaly")
-    evaluate_flags = (
-        Flag("--scores", "scores", "a score map written by sciffusion detect"),
-        Flag("--lesions", "lesions", "the ground-truth lesion mask (NIfTI)"),
-        Flag("--mask", "data.mask", "evaluate inside this mask (default: where scores are defined)"),
-        Flag("--threshold", "threshold", "score threshold for Dice (default: the run's calibrated one)", float),
-    )
-    required_sample = ("run", "out")
-    required_evaluate = ("scores", "lesions")
-
-    def train(self, config: dict[str, Any]) -> pathlib.Path:
-        a = config["anomaly"]
-        if a["method"] not in ("diffusion", "dae"):
-            raise ValueError(f"--method must be diffusion or dae; got {a['method']!r}")
-        if a.get("score", "abs") not in SCORES:
-            raise ValueError(f"--score must be one of {SCORES}; got {a['score']!r}")
-        if bool(a.get("validation")) != bool(a.get("validation_lesions")):
-            raise ValueError("--validation and --validation-lesions go together (a scan and its lesion mask)")
-        if a["method"] == "dae":  # the baseline: one noise level, no diffusion
-            config = merge(config, {"model": {"process": {"name": "fixed", "sigma": float(a["dae_sigma"])}}})
-        config = merge(config, {"model": {"noise_factor": int(a["noise_factor"])}})
-        config, cohort = training_cohort(config)
-        p = int(config["data"]["patch"])
-        calibration_subjects = validation_subjects = None
-        if config["data"].get("cohort") is not None:  # the cohort's own held-out subjects
-            everyone = read_cohort(config["data"]["cohort"], config["data"].get("series"))
-            if not a.get("calibration"):
-                calibration_subjects = everyone.select("calibration").subjects or None
-            if not a.get("validation"):
-                validation_subjects = [s for s in everyone.select("validation")
-                                       if s.label and pathlib.Path(s.label).is_file()] or None
-
-        def calibrate_on_holdout(module: Any, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
-            run = TrainedRun(module, None, config if sampling is None else {**config, "sampling": sampling})
-            found: dict[str, Any] = {"metrics": {}}
-            settings: dict[str, Any] = {}
-            # choose levels and score on scans with known lesions (--validation, or the cohort's validation
-            # subjects whose label is a lesion mask) and store them in the run
-            pairs = [(prepare_like(config["data"], a["validation"]), a["validation_lesions"])] \
-                if a.get("validation") else \
-                [(prepare_subject(config["data"], s), s.label) for s in validation_subjects or []]
-            if pairs:
-                truths = [on_model_grid(scan, lesions) for scan, lesions in pairs]
-                settings, auc = choose_scoring(run, [p[0] for p in pairs], truths, [p[0].mask for p in pairs])
-                found["config"] = {"anomaly": settings}
-                found["metrics"].update(validation_auroc=auc, validation_scans=len(pairs))
-            held = [prepare_like(config["data"], f) for f in a.get("calibration") or []]
-            if not held and calibration_subjects is not None:  # the cohort's own held-out healthy subjects
-                held = [prepare_subject(config["data"], s) for s in calibration_subjects]
-            if held:
-                found["metrics"].update(calibration(run, held, **settings), calibration_fpr=float(a["fpr"]),
-                                        calibration_scans=len(held))
-            return found
-
-        return train_on_patches(config, cohort, (p, p, p), None, {}, {"method": a["method"]},
-                                calibrate=calibrate_on_holdout)
-
-    def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        run = load_trained(config["run"], task=self.name)
-        a = config.get("anomaly", {})
-        kw = dict(threshold=config.get("threshold"), seeds=a.get("seeds"), sigmas=a.get("sigmas"), score=a.get("score"),
-                  smooth=a.get("smooth"), background=a.get("background"), memory_gb=config.get("memory_gb"),
-                  device=config.get("sampling", {}).get("device"))
-        kw["read_options"] = config["data"]
-        if config["data"].get("cohort") is not None:
-            return screen(run, config_cohort(config), config["out"], **kw)
-        if config["data"].get("path") is None:
-            raise ValueError("give the scan with --data or the subjects with --cohort")
-        detect(run, config["data"]["path"], config["data"].get("mask"), out=config["out"], binary=config.get("binary"),
-               **kw)
-        return pathlib.Path(config["out"])
-
-    def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
-        scores = read_volume(config["scores"])
-        truth = read_volume(config["lesions"])
-        if truth.data.shape != scores.data.shape:
-            raise ValueError(f"lesion mask shape {truth.data.shape} does not match the scores {scores.data.shape}")
-        mask_path = config.get("data", {}).get("mask")
-        mask = read_volume(mask_path).data > 0.5 if mask_path else scores.data != 0
-        thr = config.get("threshold")
-        if thr is None and config.get("run"):
-            thr = stored_threshold(load_trained(config["run"], task=self.name))
-        table = detection_scores(scores.data, truth.data > 0.5, mask, thr)
-        return report_scores(table, json.dumps(table, indent=2), config.get("out"))
 

@@ -243,9 +243,9 @@ def header_spacing(item: Any) -> np.ndarray:
         return item.spacing
     p = pathlib.Path(item)
     if p.is_file() and p.name.endswith((".nii", ".nii.gz")):
-        from .volumes import _nib
+        from .volumes import nibabel_module
 
-        nib = _nib()
+        nib = nibabel_module()
         img = nib.load(str(p))
         ornt = nib.orientations.io_orientation(img.affine)
         zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ...metrics import _curve, _flat, auprc, auroc  # noqa: F401  (shared with finance; re-exported)
+from ...metrics import auprc, auroc, flat_scores, roc_points  # noqa: F401  (shared with finance; re-exported)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """``2 |P & T| / (|P| + |T|)`` (1 when both are empty)."""
-    p, t = _flat(pred, truth, mask)
+    p, t = flat_scores(pred, truth, mask)
     p = p > 0.5
     denom = p.sum() + t.sum()
     return 1.0 if denom == 0 else float(2 * (p & t).sum() / denom)
@@ -19,8 +19,8 @@ def dice(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) ->
 
 def best_dice(score: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
     """The highest Dice over all thresholds ``score >= thr``, and that threshold (an oracle's figure)."""
-    s, t = _flat(score, truth, mask)
-    tp, fp, thr = _curve(s, t)
+    s, t = flat_scores(score, truth, mask)
+    tp, fp, thr = roc_points(s, t)
     d = 2 * tp / (tp + fp + t.sum())
     i = int(np.argmax(d))
     return float(d[i]), float(thr[i])
@@ -49,7 +49,7 @@ def detection_scores(score: np.ndarray, truth: np.ndarray, mask: np.ndarray, thr
 
 def psnr(x: np.ndarray, truth: np.ndarray, data_range: float = 1.0, mask: np.ndarray | None = None) -> float:
     """Peak signal-to-noise ratio ``10 log10(range^2 / MSE)`` in dB, over ``mask`` voxels."""
-    a, b = _flat(x, truth, mask, np.float64)
+    a, b = flat_scores(x, truth, mask, np.float64)
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
 

@@ -14,7 +14,6 @@ volumes are sampled in blended tiles with the noise shared across overlaps.
 from __future__ import annotations
 
 import os
-import pathlib
 from typing import Any
 
 import numpy as np
@@ -22,26 +21,16 @@ import torch
 from scipy.interpolate import CubicSpline
 
 from ...diffusion import derive_seed
-from ...tasks.base import Flag, Task, register
-from ...training.config import merge
 from ...training.fit import TrainedRun, load_trained
 from ...training.sampling import conditional_mean
-from .batch import each_subject, nifti_name
 from .cohort import Subject
 from .grids import resample_onto
 from .patches import augment_intensity
 from .scans import (
-    MEDICAL_DEFAULTS,
-    SCAN_SAMPLE_FLAGS,
-    SCAN_TRAIN_FLAGS,
     Scan,
-    check_sequences,
-    config_cohort,
     prepare_like,
     prepare_subject,
     tiled,
-    train_on_patches,
-    training_cohort,
     with_read_options,
 )
 from .volumes import Volume, read_volume, tagged, write_volume
@@ -229,64 +218,6 @@ def thin_affine(affine: np.ndarray, factor: int, axis: int) -> np.ndarray:
     out = affine.copy()
     out[:3, axis] /= factor
     return out
-
-
-@register
-class SuperRes(Task):
-    name = "superres"
-    verb = "superres"
-    summary = "through-plane super-resolution of thick-slice 3-D scans (NIfTI/DICOM)"
-    required_train = ("out",)  # the scans: --data or --cohort (checked with a clear error)
-    defaults = merge(MEDICAL_DEFAULTS, SUPERRES_DEFAULTS)
-    train_flags = SCAN_TRAIN_FLAGS + (
-        Flag("--factors", "superres.factors", "slice factors to train on", int, nargs="+"),
-        Flag("--axis", "superres.axis", "slice axis in RAS order: 0 sagittal, 1 coronal, 2 axial", int),
-        Flag("--base", "superres.base", "interpolation the model adds its residual to: cubic (default) or linear"),
-    )
-    sample_flags = SCAN_SAMPLE_FLAGS + (
-        Flag("--factor", "factor", "slice factor (default: thick spacing / training spacing)", int),
-        Flag("--mode", "superres.mode", "mean (best PSNR) or sample"),
-        Flag("--samples", "superres.samples", "posterior samples to average in sample mode", int),
-    )
-    required_sample = ("run", "out")
-
-    def train(self, config: dict[str, Any]) -> pathlib.Path:
-        sr, d = config["superres"], config["data"]
-        factors = [int(k) for k in sr["factors"]]
-        if not factors or min(factors) < 2:
-            raise ValueError(f"factors must be integers >= 2; got {factors}")
-        axis, p = int(sr["axis"]), int(d["patch"])
-        crop = [p, p, p]
-        crop[axis] += 2 * max(factors)
-        base = str(sr.get("base", "cubic"))
-        if base not in BASES:
-            raise ValueError(f"--base must be one of {sorted(BASES)}; got {base!r}")
-        make = training_pair(factors, axis, p, d.get("augment") or {"scale": 0.0, "bias": 0.0}, base)
-        config, cohort = training_cohort(config)
-        return train_on_patches(config, cohort, crop, make, {"cond_channels": len(cohort.sequences) + 2},
-                                {"factors": factors, "axis": axis})
-
-    def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        run = load_trained(config["run"], task=self.name)
-        kw = dict(factor=config.get("factor"), seed=int(config.get("seed", 0)), sampling=config.get("sampling"),
-                  memory_gb=config.get("memory_gb"), **{k: config.get("superres", {}).get(k)
-                                                        for k in ("mode", "samples")})
-        if config["data"].get("cohort") is not None:
-            cohort = config_cohort(config)
-            check_sequences(run.metadata.get("sequences"), cohort)
-
-            def work(subject: Subject, folder: pathlib.Path) -> dict[str, Any]:
-                thick = prepare_thick(run, subject, cohort.series, read_options=config["data"])
-                k = write_thin(run, thick, nifti_name(folder, subject.id, "thin"), **kw)
-                return {"factor": k, "slices": (thick.input.data.shape[int(run.config["superres"]["axis"])] - 1) * k
-                        + 1}
-
-            return each_subject(cohort, config["out"], work, "superres.csv", "superres")
-        if config["data"].get("path") is None:
-            raise ValueError("give the thick scan with --data or the subjects with --cohort")
-        write_thin(run, prepare_thick(run, config["data"]["path"], mask=config["data"].get("mask"),
-                                      read_options=config["data"]), config["out"], **kw)
-        return pathlib.Path(config["out"])
 
 
 def prepare_thick(run: TrainedRun, item: Any, series: str | None = None, mask: Any = None,

@@ -15,7 +15,7 @@ import numpy as np
 from ...training.checkpoint import atomic_write
 
 
-def _nib():
+def nibabel_module():
     try:
         import nibabel
     except ImportError:
@@ -54,7 +54,7 @@ class Volume:
 
 
 def _from_image(img: Any, path: str) -> Volume:
-    nib = _nib()
+    nib = nibabel_module()
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         img = img.slicer[..., 0]
@@ -84,7 +84,7 @@ def read_volume(path: str | os.PathLike | Sequence[str | os.PathLike], series: s
     if p.is_dir() or p.suffix.lower() in (".dcm", ".ima") or _is_dicom(p):
         return read_dicom(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p], series)
     try:
-        img = _nib().load(str(p))
+        img = nibabel_module().load(str(p))
     except Exception as e:  # nibabel raises several types for unreadable files
         raise ValueError(f"{p}: not a readable NIfTI volume ({e})") from None
     return _from_image(img, str(p))
@@ -105,7 +105,7 @@ def read_dicom(files: Sequence[str | os.PathLike], series: str | None = None) ->
     from .dicom import read_series
 
     data, affine, name = read_series(files, series)
-    img = _nib().Nifti1Image(data, affine)
+    img = nibabel_module().Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
     return _from_image(img, name)
 
@@ -117,7 +117,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, reference: Volume, *
     super-resolved volume); the output then has the reference's orientation with that grid. The header's display
     range (``cal_min``/``cal_max``, the input's) is reset and ``descrip`` (what made the map; 79 bytes) set.
     """
-    nib = _nib()
+    nib = nibabel_module()
     path = pathlib.Path(path)
     if not path.name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"output {path} must end in .nii or .nii.gz")
@@ -156,7 +156,7 @@ def save_nifti(path: str | os.PathLike, img: Any) -> pathlib.Path:
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
 
     def write(tmp: str) -> None:  # nibabel picks the format from the suffix
-        _nib().save(img, tmp + suffix)
+        nibabel_module().save(img, tmp + suffix)
         os.replace(tmp + suffix, tmp)
 
     atomic_write(path, write)
