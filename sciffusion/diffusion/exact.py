@@ -42,7 +42,12 @@ class GaussianMixtureDenoiser(nn.Module):
     ``r_k ∝ w_k N(x; mu_k, (std_k^2 + s^2) I)``.
     """
 
-    def __init__(self, means: Tensor, stds: Sequence[float] | Tensor, weights: Sequence[float] | Tensor | None = None):
+    means: Tensor  # (K, *sample_shape) buffers, float64
+    stds: Tensor  # (K,)
+    weights: Tensor  # (K,), summing to 1
+
+    def __init__(self, means: Tensor, stds: float | Sequence[float] | Tensor,
+                 weights: Sequence[float] | Tensor | None = None):
         super().__init__()
         K = means.shape[0]
         self.register_buffer("means", means.to(torch.float64))

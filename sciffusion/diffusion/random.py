@@ -28,8 +28,8 @@ def _entropy(key: SeedKey) -> list[int]:
         return [2, int.from_bytes(hashlib.sha256(key).digest()[:16], "little")]
     if isinstance(key, Sequence) or isinstance(key, np.ndarray):
         words = [3, len(key)]
-        for k in key:
-            words += _entropy(k)
+        for part in key:
+            words += _entropy(part)
         return words
     raise TypeError(f"a seed key must be an int, str, bytes or a sequence of them; got {type(key).__name__}")
 

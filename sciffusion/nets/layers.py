@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +46,12 @@ class Conv(nn.Module):
             raise ValueError(f"kernel must be odd for 'same' padding; got {kernel}")
         self.periodic = tuple(periodic) or (False,) * dims
         half = kernel // 2
-        self.conv = _CONV[dims](c_in, c_out, kernel, stride=stride,
-                                padding=tuple(0 if p else half for p in self.periodic))
+        padding: Any = tuple(0 if p else half for p in self.periodic)  # per axis (the stubs say str | int only)
+        self.conv = _CONV[dims](c_in, c_out, kernel, stride=stride, padding=padding)
         self.wrap = [(half, half) if p else (0, 0) for p in self.periodic] if half and any(self.periodic) else None
         if zero_init:
             nn.init.zeros_(self.conv.weight)
+            assert self.conv.bias is not None
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,6 +71,8 @@ class NoiseEmbedding(nn.Module):
     timestep (0-999) are resolved.
     """
 
+    freqs: Tensor  # (features // 2,) angular frequencies, not saved (rebuilt from ``features``)
+
     def __init__(self, dim: int, features: int = 128) -> None:
         super().__init__()
         self.register_buffer("freqs", 2 * math.pi * torch.logspace(-4, 1, features // 2), persistent=False)
@@ -76,7 +80,7 @@ class NoiseEmbedding(nn.Module):
 
     def forward(self, c_noise: Tensor) -> Tensor:
         a = c_noise.float()[:, None] * self.freqs[None]
-        return self.mlp(torch.cat([a.cos(), a.sin()], dim=1).to(self.mlp[0].weight.dtype))
+        return self.mlp(torch.cat([a.cos(), a.sin()], dim=1).to(cast(nn.Linear, self.mlp[0]).weight.dtype))
 
 
 class ResBlock(nn.Module):

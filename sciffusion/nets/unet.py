@@ -77,8 +77,8 @@ class UNet(nn.Module):
         self.norm_out = group_norm(ch)
         self.conv_out = Conv(dims, ch, self.out_channels, 3, periodic=periodic, zero_init=zero_init)
 
-    def _run(self, blocks: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
-        for block in blocks:
+    def _run(self, blocks: nn.Module, h: Tensor, emb: Tensor) -> Tensor:
+        for block in blocks.children():  # a ModuleList of blocks, in order
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(block, h, emb, use_reentrant=False)
             else:

@@ -6,7 +6,8 @@ batches the uninterrupted run would have seen, and each DDP rank takes its own s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
+from typing import cast
 
 import lightning as L
 import torch
@@ -69,7 +70,8 @@ class StepBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         gbs = self.bs * self.world
         per_epoch = self.n // gbs
-        epoch, perm = None, None
+        epoch: int | None = None
+        perm: Tensor | None = None
         lo = self.rank * self.bs
         for k in range(self._start(), self.stop):
             if per_epoch == 0:
@@ -80,7 +82,13 @@ class StepBatchSampler(Sampler[list[int]]):
             if e != epoch:
                 epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(
                     derive_seed(self.seed, "epoch", e)))
+            assert perm is not None  # drawn at the first step of each epoch
             yield perm[j * gbs + lo:j * gbs + lo + self.bs].tolist()
+
+
+def dataset_length(ds: Dataset) -> int:
+    """``len(ds)``: every dataset here has a length (torch's ``Dataset`` type does not declare one)."""
+    return len(cast(Sized, ds))
 
 
 class DiffusionDataModule(L.LightningDataModule):
@@ -97,7 +105,7 @@ class DiffusionDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, val: Dataset | None = None, *, batch_size: int = 16, num_workers: int = 0,
                  seed: int = 0, normalizer: Normalizer | None = None) -> None:
         super().__init__()
-        if len(train) == 0:
+        if dataset_length(train) == 0:
             raise ValueError("the training split is empty")
         self.train, self.val = train, val
         self.batch_size, self.num_workers, self.seed, self.normalizer = batch_size, num_workers, seed, normalizer
@@ -127,13 +135,14 @@ class DiffusionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         t = self.trainer
         start = (lambda: t.global_step) if t is not None else 0
-        stop = t.max_steps if t is not None and t.max_steps > 0 else max(1, len(self.train) // self.batch_size)
+        n = dataset_length(self.train)
+        stop = t.max_steps if t is not None and t.max_steps > 0 else max(1, n // self.batch_size)
         rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
-        sampler = StepBatchSampler(len(self.train), self.batch_size, start, stop, self.seed, rank, world)
+        sampler = StepBatchSampler(n, self.batch_size, start, stop, self.seed, rank, world)
         return DataLoader(self.train, batch_sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.val is None or len(self.val) == 0:
+        if self.val is None or dataset_length(self.val) == 0:
             return []
         return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class EMA(nn.Module):
@@ -13,6 +13,8 @@ class EMA(nn.Module):
     for a half-life of ``h`` steps. Early on ``beta`` is capped at ``(1 + n) / (10 + n)`` so the average is not
     dominated by the random initialisation. Buffers (e.g. norm statistics) are copied, not averaged.
     """
+
+    num_updates: Tensor  # a () long buffer, saved with the weights
 
     def __init__(self, model: nn.Module, half_life: float = 500.0) -> None:
         super().__init__()
@@ -31,7 +33,7 @@ class EMA(nn.Module):
         beta = self.decay()
         shadow = list(self.shadow.parameters())
         live = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(shadow, live, 1.0 - beta)
+        torch._foreach_lerp_(shadow, live, 1.0 - beta)  # type: ignore[arg-type]  # Parameters are Tensors
         for b_s, b in zip(self.shadow.buffers(), model.buffers()):
             b_s.copy_(b)
         self.num_updates += 1

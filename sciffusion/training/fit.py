@@ -15,7 +15,7 @@ import pathlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ..diffusion import Denoiser
 from ..diffusion.precond import DenoiserFn
 from .checkpoint import RunError, atomic_write, load_run, save_run, source_label
-from .data import DiffusionDataModule
+from .data import DiffusionDataModule, dataset_length
 from .module import DiffusionModule
 from .normalizer import Normalizer
 from .sampling import SamplingSpec, sample_batched
@@ -90,7 +90,8 @@ def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str |
         check_identity(run, identity, resuming=resume and last.exists())
     trainer = L.Trainer(
         max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-        precision=precision or default_precision(accelerator), gradient_clip_val=grad_clip,
+        precision=cast(Any, precision or default_precision(accelerator)),  # a checked string, not a Literal
+        gradient_clip_val=grad_clip,
         callbacks=[StepCheckpoint(last, checkpoint_every), *(callbacks or [])], plugins=[SafeCheckpointIO()],
         logger=CSVLogger(run, name="logs"), enable_checkpointing=False, use_distributed_sampler=False,
         val_check_interval=val_every or max_steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
@@ -104,10 +105,10 @@ def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str |
         warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
     metrics = _scalars(trainer.logged_metrics)
-    if datamodule.val is not None and len(datamodule.val) > 0:
+    if datamodule.val is not None and dataset_length(datamodule.val) > 0:
         for m in trainer.validate(module, datamodule=datamodule, verbose=False):  # the run reports its final val_loss
             metrics.update(_scalars(m))
-    trainer.sciffusion_metrics = metrics  # what export_run records (validate() resets logged_metrics)
+    setattr(trainer, "sciffusion_metrics", metrics)  # what export_run records (validate() resets logged_metrics)
     return trainer
 
 
@@ -133,7 +134,7 @@ def check_identity(run: pathlib.Path, identity: dict[str, Any], resuming: bool) 
     atomic_write(path, json.dumps(mine, indent=2, sort_keys=True).encode())
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
 
 

@@ -71,15 +71,15 @@ class DiffusionModule(L.LightningModule):
     def denoiser(self, ema: bool = True) -> Denoiser:
         """The model as a sampler-ready denoiser ``D(x, sigma, cond=...)``; the EMA weights by default."""
         net = self.ema.shadow if ema else self.net
-        return Denoiser(net, self.hparams.sigma_data, self.hparams.parameterization)
+        return Denoiser(net, self.hparams["sigma_data"], self.hparams["parameterization"])
 
     def training_denoiser(self) -> Denoiser:
         """The live (not EMA) weights through the compiled network when ``compile`` is set."""
-        net = compiled_net(self.net) if self.hparams.compile else self.net
-        return Denoiser(net, self.hparams.sigma_data, self.hparams.parameterization)
+        net = compiled_net(self.net) if self.hparams["compile"] else self.net
+        return Denoiser(net, self.hparams["sigma_data"], self.hparams["parameterization"])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(derive_seed(self.hparams.seed, "step", self.global_step, self.global_rank))
+        torch.manual_seed(derive_seed(self.hparams["seed"], "step", self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss_fn(self.training_denoiser(), batch["x"], mask=batch.get("mask"), weight=batch.get("weight"),

@@ -43,7 +43,9 @@ class Normalizer:
         ``mask`` (broadcastable to a batch, True = use) leaves cells out, as NaN does.
         """
         batches = [data] if isinstance(data, Tensor) else data
-        total = total_sq = count = None
+        total: Tensor | None = None
+        total_sq: Tensor | None = None
+        count: Tensor | None = None
         for x in batches:
             x = torch.as_tensor(x)
             if x.ndim < 2:
@@ -57,8 +59,11 @@ class Normalizer:
             xz = torch.where(valid, x, torch.zeros_like(x)).transpose(0, 1).reshape(C, -1)
             v = valid.transpose(0, 1).reshape(C, -1)
             s, s2, n = xz.sum(1), (xz**2).sum(1), v.sum(1).to(torch.float64)
-            total, total_sq, count = (s, s2, n) if total is None else (total + s, total_sq + s2, count + n)
-        if total is None:
+            if total is None or total_sq is None or count is None:
+                total, total_sq, count = s, s2, n
+            else:
+                total, total_sq, count = total + s, total_sq + s2, count + n
+        if total is None or total_sq is None or count is None:
             raise ValueError("cannot fit a normaliser on no data")
         if (count < 2).any():
             raise ValueError(f"channel(s) {torch.nonzero(count < 2).flatten().tolist()} have fewer than 2"

@@ -119,7 +119,8 @@ def dataclass_schema(cls: type) -> Schema:
     out: Schema = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        out[f.name] = dataclass_schema(tp) if dataclasses.is_dataclass(tp) else Field(tp)
+        nested = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+        out[f.name] = dataclass_schema(tp) if nested else Field(tp)
     return out
 
 
@@ -149,7 +150,7 @@ def _type_of(value: Any) -> Any:
         return str
     if isinstance(value, (list, tuple)):
         kinds = {_type_of(v) for v in value}
-        return list[kinds.pop()] if len(kinds) == 1 else list
+        return list[kinds.pop()] if len(kinds) == 1 else list  # type: ignore[misc]  # a type built at run time
     return Any
 
 
