@@ -341,7 +341,13 @@ def test_run_records_calibration_and_grid(ostia_run, capsys):
     assert main(["info", str(run)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["variables"] == ["surface_temperature"] and info["grid"]["periodic"] is True
-    assert 0.5 <= info["metrics"]["inflation"] <= 4.0 and info["metrics"]["val_spread_skill_raw"] > 0
+    m = info["metrics"]
+    # The inflation is the inverse of the measured raw spread/skill (clipped), and it is what the run samples with.
+    assert m["val_spread_skill_raw"] > 0
+    assert m["inflation"] == pytest.approx(float(np.clip(1 / m["val_spread_skill_raw"], 0.5, 4.0)), rel=1e-9)
+    from sciffusion.training import load_trained
+
+    assert load_trained(run).sampling_spec().inflation == pytest.approx(m["inflation"], rel=1e-9)
 
 
 def test_baselines_and_evaluate(ostia_run, tmp_path, capsys):
@@ -781,3 +787,46 @@ def test_python_api_names_a_bad_keyword(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("[", r"\[")):
         sf.climate.train_forecast(OSTIA, tmp_path / "run", **options)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("cf, expected", [
+    ("K", "K"), ("degC", "degC"), ("degrees_Celsius", "degC"), ("m s-1", "m * s**-1"),
+    ("kg m-2 s-1", "kg * m**-2 * s**-1"), ("m.s^-1", "m * s**-1"), ("%", "percent"), ("1", ""),
+])
+def test_cf_units_read_as_pint_expressions(cf, expected):
+    from sciffusion.domains.climate.units import pint_units
+
+    assert pint_units(cf) == expected
+
+
+def test_unit_conversions_are_the_physical_ones():
+    from sciffusion.domains.climate.units import affine
+
+    assert affine("degC", "K") == pytest.approx((1.0, 273.15))
+    assert affine("K", "degC") == pytest.approx((1.0, -273.15))
+    assert affine("hPa", "Pa") == pytest.approx((100.0, 0.0))
+    assert affine("km h-1", "m s-1") == pytest.approx((1 / 3.6, 0.0))
+    assert affine("kg m-2 s-1", "kg m-2 d-1") == pytest.approx((86400.0, 0.0))
+    with pytest.raises(ValueError, match="'m' cannot be converted to 'K'"):
+        affine("m", "K")
+
+
+def test_forecast_and_truth_in_other_units_are_converted_or_refused_by_name(ostia_run, tmp_path):
+    """A run trained in K forecasts the same from data in degC; the truth in degC scores the same; data in metres
+    are refused naming the variable and both units."""
+    run, _ = ostia_run
+    with xr.open_dataset(OSTIA) as f:
+        kelvin = f.load()
+    celsius = kelvin.copy()
+    celsius["surface_temperature"] = (kelvin.surface_temperature - 273.15).assign_attrs(
+        {**kelvin.surface_temperature.attrs, "units": "degC"})
+    kw = dict(init_period="2009-04/2009-06", leads=2, members=2, seed=0)
+    a, b = forecast(run, kelvin, **kw), forecast(run, celsius, **kw)
+    assert b.surface_temperature.attrs["units"] == "K"
+    np.testing.assert_allclose(b.surface_temperature.values, a.surface_temperature.values, rtol=0, atol=1e-4)
+    t_k, t_c = truth_for(a, kelvin), truth_for(a, celsius)
+    np.testing.assert_allclose(t_c.surface_temperature.values, t_k.surface_temperature.values, atol=1e-9)
+    metres = kelvin.copy()
+    metres["surface_temperature"] = kelvin.surface_temperature.assign_attrs(units="m")
+    with pytest.raises(ValueError, match="variable 'surface_temperature' of the data is in 'm' but the run's is in 'K'"):
+        forecast(run, metres, **kw)

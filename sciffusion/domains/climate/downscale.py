@@ -38,6 +38,7 @@ from ...training.fit import TrainedRun, load_trained
 from .fields import Grid, open_fields, output_attrs, output_coord, time_key
 from .forecast import field_array, select_period
 from .levels import split_levels, stack_levels
+from .units import units_of
 
 
 def block_mean(x: np.ndarray, factor: int) -> np.ndarray:
@@ -178,7 +179,7 @@ def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period:
     meta = run.metadata
     variables, fine = meta["variables"], Grid.from_dict(meta["grid"])
     f = int(meta["factor"])
-    ds, g = open_fields(data, variables)
+    ds, g = open_fields(data, variables, units=units_of(meta.get("attrs", {})))
     ds = select_period(ds, g.time, period, "period")
     H, W = fine.shape
     coarse_grid = Grid(fine.time, fine.lat, fine.lon, tuple(coarse_coords(fine.lat_values, f)),

@@ -88,7 +88,7 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
     named = from_layout(fc)
     flat = split_levels(to_internal(fc))
     variables = [str(v) for v in flat.data_vars]
-    ds, g = open_fields(data, variables)
+    ds, g = open_fields(data, variables, units={v: flat[v].attrs.get("units") for v in variables})
     times = list(ds[g.time].values)
     pos = {t: i for i, t in enumerate(times)}
     missing = [t for t in flat["init_time"].values if t not in pos]

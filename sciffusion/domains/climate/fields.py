@@ -7,7 +7,7 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import xarray as xr
 from .coords import LAT_NAMES, LON_NAMES, find_axis, find_time, time_key  # noqa: F401 (re-exported)
 from .levels import is_vertical, level_of, split_levels
 from .sources import Source, open_source
+from .units import to_units
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,19 @@ def static_field(da: xr.DataArray, grid: Grid) -> np.ndarray:
 
 def open_fields(data: Source | xr.Dataset, variables: Sequence[str] | None = None,
                 chunks: dict[str, int] | None = None, levels: Sequence[float] | None = None,
-                ) -> tuple[xr.Dataset, Grid]:
+                units: Mapping[str, str | None] | None = None) -> tuple[xr.Dataset, Grid]:
     """Open ``data`` lazily (a netCDF file, a zarr store, a glob, several files or an fsspec URL: see
     :func:`~.sources.open_source`; or an in-memory dataset) and make it canonical (see :func:`canonical`).
 
     Nothing is read into memory here; samples are read on demand. ``chunks`` (e.g. ``{"time": 64}``) opens with dask
-    when it is installed, for reductions over archives larger than memory.
+    when it is installed, for reductions over archives larger than memory. ``units`` (``{variable: CF units}``,
+    e.g. a run's) converts each variable to those units (:func:`~.units.to_units`: degC to K, hPa to Pa...) and
+    refuses, naming it, one whose units measure something else.
     """
-    return canonical(open_source(data, chunks), variables, levels)
+    ds, grid = canonical(open_source(data, chunks), variables, levels)
+    if units:
+        ds = to_units(ds, units, "the data" if isinstance(data, xr.Dataset) else str(data))
+    return ds, grid
 
 
 # Attributes that point at variables an output does not carry (bounds, the grid mapping, auxiliary coordinates).

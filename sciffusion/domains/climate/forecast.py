@@ -31,6 +31,7 @@ from .fields import Grid, open_fields, output_attrs, output_coord, static_field,
 from .levels import stack_levels
 from .sources import open_source
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, years
+from .units import units_of
 
 
 def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
@@ -247,7 +248,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     forecasts of the model and of every baseline alike."""
     meta = run.metadata
     variables, grid = meta["variables"], Grid.from_dict(meta["grid"])
-    ds, g = open_fields(data, variables)
+    ds, g = open_fields(data, variables, units=units_of(meta.get("attrs", {})))
     grid.check(g, f"{data}" if not isinstance(data, xr.Dataset) else "the data")
     prep = Preprocess.from_run(run)
     times = ds[g.time].values
