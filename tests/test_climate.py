@@ -828,5 +828,5 @@ def test_forecast_and_truth_in_other_units_are_converted_or_refused_by_name(osti
     np.testing.assert_allclose(t_c.surface_temperature.values, t_k.surface_temperature.values, atol=1e-9)
     metres = kelvin.copy()
     metres["surface_temperature"] = kelvin.surface_temperature.assign_attrs(units="m")
-    with pytest.raises(ValueError, match="variable 'surface_temperature' of the data is in 'm' but the run's is in 'K'"):
+    with pytest.raises(ValueError, match="'surface_temperature' of the data is in 'm' but the run's is in 'K'"):
         forecast(run, metres, **kw)

@@ -46,7 +46,7 @@ def _read_file(path: pathlib.Path) -> pd.DataFrame:
     if name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
         try:
             return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
-        except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as e:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as e:
             raise ValueError(f"{path}: not a readable CSV file ({str(e).splitlines()[0]})") from None
     raise ValueError(f"{path}: expected a .csv or .parquet file of prices (dates in the first column)")
 
@@ -98,12 +98,19 @@ def read_table(data: str | os.PathLike | pd.DataFrame, assets: Sequence[str] | N
     column per asset, restricted to ``assets`` (default: every numeric column). One-line errors for a missing file
     or column, a non-date or non-monotonic index, duplicated days and non-numeric cells."""
     if isinstance(data, pd.DataFrame):
-        df = as_wide(data.copy(), value, kind)
-    else:
-        path = pathlib.Path(data)
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        df = as_wide(_read_file(path), value, kind)
+        return _checked(as_wide(data.copy(), value, kind), assets)
+    path = pathlib.Path(data)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    try:
+        return _checked(as_wide(_read_file(path), value, kind), assets)
+    except ValueError as e:
+        text = str(e)
+        raise ValueError(text if str(path) in text else f"{path}: {text}") from None  # name the file once
+
+
+def _checked(df: pd.DataFrame, assets: Sequence[str] | None) -> pd.DataFrame:
+    """:func:`read_table`'s checks and conversions of a wide table."""
     try:
         df.index = pd.DatetimeIndex(pd.to_datetime(df.index))
     except (ValueError, TypeError) as e:

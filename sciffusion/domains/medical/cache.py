@@ -93,7 +93,20 @@ def cache_cohort(cohort: Cohort, folder: str | os.PathLike, prepare: Callable[[S
     if dtype not in ("float32", "float16"):
         raise ValueError(f"data.cache_dtype must be float32 or float16; got {dtype!r}")
     folder = pathlib.Path(folder)
+    made = [p for p in (folder.parent, folder) if not p.exists()]  # removed again if the first subject fails
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _cache_each(cohort, folder, prepare, region, settings, dtype, progress)
+    except BaseException:
+        for p in reversed(made):
+            if p.exists() and not any(p.iterdir()):  # only what this call created and left empty
+                p.rmdir()
+        raise
+
+
+def _cache_each(cohort: Cohort, folder: pathlib.Path, prepare: Callable[[Subject], Any],
+                region: Callable[[np.ndarray], np.ndarray], settings: dict[str, Any], dtype: str,
+                progress: Callable[[Sequence[Subject]], Any] | None) -> list[CachedScan]:
     index_path = folder / INDEX
     index: dict[str, Any] = json.loads(index_path.read_text()) if index_path.exists() else {}
     settings = {**settings, "dtype": dtype}

@@ -246,7 +246,10 @@ def header_spacing(item: Any) -> np.ndarray:
         from .volumes import nibabel_module
 
         nib = nibabel_module()
-        img = nib.load(str(p))
+        try:
+            img = nib.load(str(p))
+        except Exception as e:  # nibabel raises several types for unreadable files
+            raise ValueError(f"{p}: not a readable NIfTI volume ({e})") from None
         ornt = nib.orientations.io_orientation(img.affine)
         zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0))
         return np.array([zooms[int(np.flatnonzero(ornt[:, 0] == a)[0])] for a in range(3)])

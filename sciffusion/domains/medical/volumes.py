@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,10 @@ def _from_image(img: Any, path: str) -> Volume:
     if len(img.shape) != 3 or min(img.shape) < 2:
         raise ValueError(f"{path}: shape {tuple(shape)} is not a 3-D volume (a 2-D slice or a 4-D series was given)")
     canon = nib.as_closest_canonical(img)
-    data = np.asarray(canon.get_fdata(dtype=np.float32))
+    try:
+        data = np.asarray(canon.get_fdata(dtype=np.float32))  # nibabel reads the voxels here, not at load()
+    except (EOFError, OSError, ValueError, zlib.error) as e:
+        raise ValueError(f"{path}: the voxel data are truncated or corrupt ({e})") from None
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} voxels are NaN or infinite; fill or mask"
                          f" them first")
