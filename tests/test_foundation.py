@@ -362,3 +362,37 @@ def test_a_grid_fitted_at_training_is_stored_used_and_replaced_by_other_steps(ar
     assert other.grid is None and other.steps == 6 and len(other.sigmas()) == 7
     assert main(["generate", "--run", str(run), "--num", "2", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+
+
+def test_a_cli_training_killed_and_resumed_equals_an_uninterrupted_one(arrays, tmp_path):
+    """``sciffusion train`` killed with SIGKILL after a checkpoint, then run again with the same command, ends with
+    the weights of a run that was never interrupted (batches and noise are indexed by step, not by epoch)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 300
+    cmd = [sys.executable, "-m", "sciffusion.cli", "train", "generate", "--data", str(arrays), "--max-steps",
+           str(steps), "--threads", "1", "--set", "trainer.checkpoint_every=5", "--set", "trainer.val_every=1000",
+           *FAST]
+    victim = subprocess.Popen([*cmd, "--out", str(tmp_path / "victim")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "victim" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run ended before it could be killed: " + victim.stderr.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    step_at_kill = torch.load(ckpt, weights_only=True)["global_step"]
+    assert victim.returncode == -signal.SIGKILL and 5 <= step_at_kill < steps
+    assert not (tmp_path / "victim" / "run.json").exists()  # no finished run was exported
+    for out in ("victim", "ref"):
+        done = subprocess.run([*cmd, "--out", str(tmp_path / out)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    a = load_file(tmp_path / "ref" / "weights.safetensors")
+    b = load_file(tmp_path / "victim" / "weights.safetensors")
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {step_at_kill}"
