@@ -137,7 +137,7 @@ def cmd_task(args: argparse.Namespace) -> int:
     # evaluation reads the seed an output was made with from the output (None: not given).
     base = task.default_config() if kind == "train" else merge(
         {k: v for k, v in task.defaults.items() if k not in task.run_settings},
-        {"seed": 0 if kind == "sample" else None, **{k: {} for k in task.run_settings}})
+        {"seed": 0 if kind in ("sample", "run") else None, **{k: {} for k in task.run_settings}})
     config = task.check(resolve_config(base, args, getattr(task, f"required_{kind}")))
     check_outputs(config, kind)
     if args.print_config:
@@ -187,7 +187,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     teacher = pathlib.Path(args.run)
     cfg = load_run(teacher)["config"]
-    task = next((t for t in TASKS.values() if t.name == cfg.get("task") and t.uses_runs_of is None), None)
+    task = TASKS.get(cfg.get("task"))
     if task is None:
         raise ValueError(f"{teacher} is a {cfg.get('task')!r} run, which has no training path to distil through")
     out = pathlib.Path(args.out)
@@ -209,7 +209,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .domains import TASKS  # importing the domains registers every task
+    from .domains import COMMANDS, TASKS  # importing the domains registers every task and command
     from .tasks.base import COMMON_EVALUATE_FLAGS, COMMON_SAMPLE_FLAGS, COMMON_TRAIN_FLAGS, load_plugins
 
     load_plugins()  # third-party tasks (entry-point group sciffusion.tasks) register themselves
@@ -225,13 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a task's outputs against the truth and the baselines")
     evaluate_sub = evaluate.add_subparsers(dest="task", required=True)
     for task in TASKS.values():
-        if task.uses_runs_of is None:
-            _add_config_flags(train_sub.add_parser(task.name, help=task.summary),
-                              COMMON_TRAIN_FLAGS + task.train_flags, task, "train")
+        _add_config_flags(train_sub.add_parser(task.name, help=task.summary),
+                          COMMON_TRAIN_FLAGS + task.train_flags, task, "train")
         if task.can_evaluate():
             _add_config_flags(evaluate_sub.add_parser(task.name, help=f"score {task.name} outputs"),
                               COMMON_EVALUATE_FLAGS + task.evaluate_flags, task, "evaluate")
     _verb_parsers(sub, list(TASKS.values()), COMMON_SAMPLE_FLAGS)
+    for command in COMMANDS.values():  # verbs that train nothing: they read a run of another task
+        _add_config_flags(sub.add_parser(command.verb, help=f"{command.summary} (reads a {command.reads_runs_of} run)"),
+                          command.flags(), command, "run")
     d = sub.add_parser("distill", help="turn a trained run into a few-step run (step distillation on its own data)")
     d.add_argument("--run", required=True, help="the trained (teacher) run")
     d.add_argument("--out", required=True, help="the distilled run directory to create (or resume)")

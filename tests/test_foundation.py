@@ -148,9 +148,10 @@ def test_yaml_keys_are_checked_too_and_print_config_is_typed(arrays, tmp_path, c
 
 
 def test_every_registered_task_has_a_schema_that_accepts_its_own_defaults():
-    from sciffusion.domains import TASKS
+    from sciffusion.domains import COMMANDS, TASKS
 
-    for task in TASKS.values():
+    assert {"score-days", "score-windows"} <= set(COMMANDS) and not {"day_scores", "window_scores"} & set(TASKS)
+    for task in [*TASKS.values(), *COMMANDS.values()]:
         config = task.default_config()
         assert task.check(config) == json.loads(json.dumps(task.check(config)))
         with pytest.raises(sf.ConfigError, match="unknown config key"):
@@ -396,3 +397,28 @@ def test_a_cli_training_killed_and_resumed_equals_an_uninterrupted_one(arrays, t
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {step_at_kill}"
+
+
+def test_a_command_trains_nothing_and_its_verb_cannot_be_taken(capsys):
+    """Day and window scores are commands (COMMANDS), not tasks: no ``train`` verb, and a task or command that
+    takes a registered verb is refused."""
+    from sciffusion.domains import COMMANDS
+    from sciffusion.tasks import Command, Task, register, register_command
+
+    with pytest.raises(SystemExit):
+        main(["train", "score-days", "--out", "x"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert COMMANDS["score-days"].reads_runs_of == "impute" and COMMANDS["score-windows"].reads_runs_of == "scenarios"
+
+    class Clash(Command):
+        verb = "score-days"
+        reads_runs_of = "impute"
+        summary = "x"
+
+    class TaskClash(Task):
+        name, verb, summary = "clash", "score-windows", "x"
+
+    with pytest.raises(ValueError, match="clashes"):
+        register_command(Clash)
+    with pytest.raises(ValueError, match="clashes with a registered command"):
+        register(TaskClash)

@@ -127,7 +127,6 @@ class Task:
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
     required_evaluate: ClassVar[tuple[str, ...]] = ()
     shares_verb: ClassVar[bool] = False  # True: other tasks may use the same verb; the run's task picks the one
-    uses_runs_of: ClassVar[str | None] = None  # no training of its own: the verb reads runs of this task
     # Config sections a run stores and its sampling verb reads: the verb's config holds only what the user gives
     # there, so None means "the run's value" (a default would silently override the run's setting).
     run_settings: ClassVar[tuple[str, ...]] = ("sampling",)
@@ -220,6 +219,40 @@ class Task:
 TASKS: dict[str, Task] = {}
 
 
+class Command(Task):
+    """A command that trains nothing: ``sciffusion VERB --run RUN ...`` reads a run of another task
+    (``reads_runs_of``) and writes a result (``sciffusion score-days`` scores observed days with an imputation run).
+    It has the tasks' typed, checked config (defaults, flags, ``--set``, ``--print-config``) but no ``train`` or
+    ``evaluate``, and it is registered in :data:`COMMANDS`, not :data:`TASKS`. Subclasses set ``verb``,
+    ``summary``, ``reads_runs_of``, ``flags_of_run`` and ``required_run``, and implement :meth:`run`."""
+
+    reads_runs_of: ClassVar[str]  # the task whose runs it reads
+    flags_of_run: ClassVar[tuple[Flag, ...]] = ()  # besides COMMON_SAMPLE_FLAGS
+    required_run: ClassVar[tuple[str, ...]] = ("run", "out")
+
+    @property
+    def name(self) -> str:  # type: ignore[override]  # the verb is the command's only name
+        return self.verb
+
+    def flags(self) -> tuple[Flag, ...]:
+        return COMMON_SAMPLE_FLAGS + self.flags_of_run
+
+    def run(self, config: dict[str, Any]) -> pathlib.Path | str:
+        raise NotImplementedError
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(cls: type[Command]) -> type[Command]:
+    """Class decorator: add a command to :data:`COMMANDS` (its verb must not be a task's verb or another's)."""
+    taken = {t.verb for t in TASKS.values()} | set(COMMANDS)
+    if cls.verb in taken:
+        raise ValueError(f"command {cls.verb!r} clashes with a registered task or command verb")
+    COMMANDS[cls.verb] = cls()
+    return cls
+
+
 ENTRY_POINT_GROUP = "sciffusion.tasks"
 
 
@@ -243,6 +276,8 @@ def load_plugins() -> list[str]:
 def register(cls: type[Task]) -> type[Task]:
     """Class decorator: add a task to the registry. Names must be unique; so must verbs, unless every task using
     the verb sets ``shares_verb`` (``sciffusion generate`` serves arrays and volumes: the run says which)."""
+    if cls.verb in COMMANDS:
+        raise ValueError(f"task {cls.name!r} (verb {cls.verb!r}) clashes with a registered command")
     for other in TASKS.values():
         shared = cls.shares_verb and other.shares_verb
         if cls.name == other.name or (cls.verb == other.verb and not shared):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...tasks.base import TASKS, Flag, Task, register, run_training
+from ...tasks.base import TASKS, Command, Flag, Task, register, register_command, run_training
 from ...tasks.outputs import open_output, recorded_seed, report_scores, state_tensors, write_netcdf
 from ...training.checkpoint import atomic_write, source_label
 from ...training.data import DiffusionDataModule
@@ -266,22 +266,21 @@ class Impute(Task):
         return report_scores(table, format_imputation(table), config.get("out"))
 
 
-@register
-class DayScores(Task):
-    name = "day_scores"
+@register_command
+class DayScores(Command):
     verb = "score-days"
-    uses_runs_of = "impute"
+    reads_runs_of = "impute"
     summary = "anomaly scores of observed daily returns from an imputation run (prices in, CSV out)"
     defaults: dict[str, Any] = {"score": {"period": None, "samples": 32, "groups": 4, "labels": None}}
-    sample_flags = (
+    flags_of_run = (
         Flag("--data", "data.path", "prices (or returns) to score, with the history before the period"),
         Flag("--period", "score.period", "days to score, e.g. 2015-01-01/2018-12-31 (default: all)"),
         Flag("--samples", "score.samples", "imputations per hidden entry", int),
         Flag("--labels", "score.labels", "CSV of known anomalies (columns date, asset): print AUROC/AUPRC"),
     )
-    required_sample = ("run", "out", "data.path")
+    required_run = ("run", "out", "data.path")
 
-    def sample(self, config: dict[str, Any]) -> Any:
+    def run(self, config: dict[str, Any]) -> Any:
         s = config["score"]
         frame = day_scores(config["run"], config["data"]["path"], s.get("period"), samples=int(s["samples"]),
                            groups=int(s.get("groups", 4)), seed=int(config["seed"]),
@@ -292,14 +291,13 @@ class DayScores(Task):
         return config["out"]
 
 
-@register
-class WindowScores(Task):
-    name = "window_scores"
+@register_command
+class WindowScores(Command):
     verb = "score-windows"
-    uses_runs_of = "scenarios"
+    reads_runs_of = "scenarios"
     summary = "anomaly scores (negative log-likelihood) of observed H-day windows from a scenario run (CSV out)"
     defaults: dict[str, Any] = {"score": {"period": None, "every": None, "levels": 24, "draws": 8, "labels": None}}
-    sample_flags = (
+    flags_of_run = (
         Flag("--data", "data.path", "prices (or returns) to score, with the history before the period"),
         Flag("--period", "score.period", "windows starting in this period, e.g. 2015-01-01/2018-12-31"),
         Flag("--every", "score.every", "a window after every k-th day (default: the horizon, windows tile)", int),
@@ -307,9 +305,9 @@ class WindowScores(Task):
         Flag("--draws", "score.draws", "noise draws per level (even)", int),
         Flag("--labels", "score.labels", "CSV of anomalous windows (column origin): print AUROC/AUPRC"),
     )
-    required_sample = ("run", "out", "data.path")
+    required_run = ("run", "out", "data.path")
 
-    def sample(self, config: dict[str, Any]) -> Any:
+    def run(self, config: dict[str, Any]) -> Any:
         s = config["score"]
         frame = window_scores(config["run"], config["data"]["path"], s.get("period"), every=s.get("every"),
                               levels=int(s["levels"]), draws=int(s["draws"]), seed=int(config["seed"]),
