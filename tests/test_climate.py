@@ -501,7 +501,8 @@ def test_static_fields_and_on_demand_reading(tmp_path):
 
 
 # --- downscaling --------------------------------------------------------------------------------------------
-from sciffusion.domains.climate.downscale import block_mean, interpolate, radial_spectrum  # noqa: E402
+from sciffusion.domains.climate.downscale import block_mean, interpolate  # noqa: E402
+from sciffusion.domains.climate.downscale_scores import radial_spectrum  # noqa: E402
 
 
 def test_block_mean_and_interpolation_geometry():

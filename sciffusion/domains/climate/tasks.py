@@ -19,10 +19,9 @@ from .downscale import (
     DownscaleSamples,
     crop_to_factor,
     downscale,
-    evaluate_downscaling,
     fit_downscale_prep,
-    format_downscale_table,
 )
+from .downscale_scores import evaluate_downscaling, format_downscale_table
 from .evaluate import BASELINES, evaluate_forecast, format_table, mean_over_leads, score_table, truth_for
 from .fields import open_fields
 from .forecast import (

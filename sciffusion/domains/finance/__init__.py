@@ -4,7 +4,8 @@ facts."""
 from ...metrics import diebold_mariano
 from .anomaly import day_scores, detection_table, inject_anomalies
 from .garch import GarchT
-from .impute import hide_stretches, imputation_report, imputation_scores, impute, impute_baseline
+from .impute import impute, impute_baseline
+from .impute_scores import hide_stretches, imputation_report, imputation_scores
 from .report import format_report, risk_report
 from .risk import (
     acf,

@@ -25,11 +25,10 @@ from .impute import (
     BASELINES,
     MaskedWindows,
     cond_channels,
-    format_imputation,
-    imputation_report,
     impute,
     impute_baseline,
 )
+from .impute_scores import format_imputation, imputation_report
 from .report import format_report, risk_report
 from .scenarios import PCT, ShockModel, read_returns, scenarios
 from .selection import net_weight_selector
