@@ -693,6 +693,12 @@ def test_lim_ensemble_from_one_state_per_member():
         lim.ensemble(np.stack([a[-1]] * 2), 2, 3, np.random.default_rng(7))
 
 
+def sf_load(run):
+    from sciffusion.training import load_trained
+
+    return load_trained(run)
+
+
 def test_forecast_with_normal_uncertainty(ostia_run, tmp_path):
     run, plain_path = ostia_run
     fc = tmp_path / "fc_nu.nc"
@@ -712,8 +718,20 @@ def test_forecast_with_normal_uncertainty(ostia_run, tmp_path):
     without = baseline_forecasts(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=3,
                                  which=("damped_persistence", "persistence"))
     xr.testing.assert_identical(with_nu["persistence"].surface_temperature, without["persistence"].surface_temperature)
-    assert np.nanmax(np.abs(with_nu["damped_persistence"].surface_temperature.values
-                            - without["damped_persistence"].surface_temperature.values)) > 1e-3
+    # Damped persistence member m starts from the anomaly from member m's normal and ends on that normal:
+    # with - without = s_m(valid) - phi^lead s_m(init), s_m the normal shift the model's member m uses.
+    from sciffusion.domains.climate.forecast import initial_states, normal_shifts
+
+    st = initial_states(sf_load(run), OSTIA, "2009-04/2009-09")
+    shift = normal_shifts(sf_load(run), st, 3, 0.5, seed=0)
+    change = (with_nu["damped_persistence"].surface_temperature.values
+              - without["damped_persistence"].surface_temperature.values)            # (I, L, M, H, W)
+    for lead in (1, 2):
+        expected = shift(*st.valid_time(lead)) - st.prep.ar1.mean(shift(*st.past_time(0)), lead)  # (I, M, C, H, W)
+        sea = np.isfinite(change[:, lead - 1])  # land is NaN in both forecasts
+        assert sea.mean() > 0.5
+        np.testing.assert_allclose(change[:, lead - 1][sea], expected[:, :, 0][sea], rtol=0, atol=2e-4)  # float32
+    assert np.abs(expected[:, 0, 0] - expected[:, 1, 0])[sea[:, 0]].max() > 1e-3  # each member has its own normal
     with pytest.raises(ValueError, match="one or the other"):
         forecast(run, OSTIA, init_period="2009-04/2009-09", leads=1, members=2, normal_years=1,
                  normal_uncertainty=0.5)
@@ -831,3 +849,18 @@ def test_forecast_and_truth_in_other_units_are_converted_or_refused_by_name(osti
     metres["surface_temperature"] = kelvin.surface_temperature.assign_attrs(units="m")
     with pytest.raises(ValueError, match="'surface_temperature' of the data is in 'm' but the run's is in 'K'"):
         forecast(run, metres, **kw)
+
+
+def test_the_forecast_file_is_the_forecast_object_written_whole(ostia_run):
+    """Build the expected object in memory (the Python API, same arguments as the CLI call) and compare the file
+    to it whole: values, coordinates, dims and every attribute, variable and global."""
+    from sciffusion.domains.climate.conventions import to_layout
+    from sciffusion.tasks.outputs import open_output
+
+    run, path = ostia_run
+    expected = to_layout(forecast(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=3, seed=0),
+                         "sciffusion")
+    actual = open_output(path, "forecast")
+    for ds in (expected, actual):  # the one attribute that may differ: when each was made
+        ds.attrs.pop("history", None)
+    xr.testing.assert_identical(actual.load(), expected)
