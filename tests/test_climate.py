@@ -864,3 +864,93 @@ def test_the_forecast_file_is_the_forecast_object_written_whole(ostia_run):
     for ds in (expected, actual):  # the one attribute that may differ: when each was made
         ds.attrs.pop("history", None)
     xr.testing.assert_identical(actual.load(), expected)
+
+
+def forced_archive(months: int = 96, seed: int = 0) -> xr.Dataset:
+    """Monthly ``tas`` driven by a given forcing ``sst`` at the same step: tas_t = 0.5 tas_{t-1} + 2 sst_t + noise."""
+    rng = np.random.default_rng(seed)
+    sst = rng.normal(size=(months, 4, 8))
+    tas = np.zeros_like(sst)
+    for t in range(1, months):
+        tas[t] = 0.5 * tas[t - 1] + 2 * sst[t] + 0.3 * rng.normal(size=(4, 8))
+    coords = {"time": pd.date_range("2000-01-01", periods=months, freq="MS"), "lat": np.linspace(-30, 30, 4),
+              "lon": np.arange(0, 360, 45.0)}
+    return xr.Dataset({"tas": (("time", "lat", "lon"), tas + 280, {"units": "K"}),
+                       "sst": (("time", "lat", "lon"), sst + 290, {"units": "K"})}, coords=coords)
+
+
+def test_forcings_condition_each_step_on_the_given_field_at_its_valid_time(tmp_path):
+    """``--forcings sst``: sst is not forecast, it conditions each step at the step's valid time. The forecast
+    moves when the forcing at a valid time changes and not when it changes after the last valid time; data that do
+    not reach a valid time's forcing are a one-line error."""
+    import sciffusion as sf
+
+    ds = forced_archive()
+    path = tmp_path / "forced.nc"
+    ds.to_netcdf(path)
+    run_dir = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(path), "--train-period", "2000-01/2005-12", "--forcings", "sst",
+                 "--out", str(run_dir), "--max-steps", "3", "--climatology", "none", *TINY]) == 0
+    run = sf.load_trained(run_dir)
+    assert run.metadata["variables"] == ["tas"] and run.metadata["forcings"] == ["sst"]
+    assert run.config["model"]["net"]["cond_channels"] == 2 * 1 + 1  # two past states of tas, one forcing
+    kw = dict(init_period="2006-06/2006-08", leads=2, members=2, seed=0)
+    base = forecast(run, ds, **kw)
+    assert list(base.data_vars) == ["tas"]
+    later = ds.copy(deep=True)
+    later["sst"][{"time": slice(82, None)}] = later["sst"][{"time": slice(82, None)}] + 5  # after 2006-10, the last valid
+    xr.testing.assert_identical(forecast(run, later, **kw).drop_attrs(), base.drop_attrs())
+    at_valid = ds.copy(deep=True)
+    at_valid["sst"][{"time": 78}] = at_valid["sst"][{"time": 78}] + 5  # 2006-07
+    moved = forecast(run, at_valid, **kw)
+    diff = np.abs(moved.tas.values - base.tas.values)  # (init June/July/August, lead, member, lat, lon)
+    assert diff[0, 0].max() > 0 and diff[0, 1].max() > 0  # from June: July is lead 1 (and lead 2 follows it)
+    assert diff[1:].max() == 0  # from July or August no valid time is July: the forcing there is not read
+    with pytest.raises(ValueError, match=r"forcing\(s\) \['sst'\] are needed 1 step\(s\) after"):
+        forecast(run, ds, init_period="2007-11/2007-12", leads=2, members=1)
+    with pytest.raises(ValueError, match=r"forcing\(s\) \['sst'\] not in the data"):
+        sf.climate.train_forecast(ds[["tas"]], tmp_path / "r2", forcings=["sst"], max_steps=1)
+
+
+@pytest.mark.parametrize("freq, n", [("6h", 4), ("3h", 8), ("D", 1)])
+def test_sub_daily_climatology_has_a_mean_per_time_of_day(freq, n):
+    """The diurnal cycle: 6-hourly data get one group per time of day beside the annual harmonics, so a cycle of
+    amplitude 5 K at four fixed hours is removed (daily data keep one group); l steps later is group (g + l) mod n."""
+    from sciffusion.domains.climate.stats import cycle_keys, steps_per_day
+
+    t = xr.date_range("2000-01-01", periods=3 * 365 * {"6h": 4, "3h": 8, "D": 1}[freq], freq=freq, use_cftime=True
+                      ).values
+    assert steps_per_day(t) == n
+    keys = cycle_keys(t, "doy")
+    assert keys.max() == n - 1 and ((keys[1:] - keys[:-1]) % n == 1 % n).all()  # a step advances one time of day
+    f = 2 * np.pi * np.mod(years(t), 1)
+    hours = np.array([d.hour for d in t])
+    diurnal = 5 * np.cos(2 * np.pi * hours / 24)
+    x = (3 * np.cos(f) + diurnal)[:, None, None, None] + np.zeros((1, 1, 2, 2))
+    clim = Climatology.fit(x, t, "doy")
+    assert clim.groups == n
+    assert np.abs(clim.at(keys, years(t)) - x).max() < 0.05
+    if n > 1:  # one mean for every time of day (the old climatology) misses the whole diurnal cycle
+        one = Climatology.fit_stream(lambda lo, hi: x[lo:hi], t, "doy", 0, chunk=len(x))
+        one.mean = one.mean.mean(0, keepdims=True)
+        assert np.abs(one.at(keys, years(t)) - x).max() > 4
+
+
+def test_a_six_hourly_forecast_starts_from_the_right_time_of_day(tmp_path):
+    """Through the CLI: 6-hourly data with a strong diurnal cycle; the forecast's mean at each lead follows the
+    cycle of its valid time of day (the climatology of the valid time, not of the initial time)."""
+    t = xr.date_range("2001-01-01", periods=3 * 365 * 4, freq="6h", use_cftime=True).values
+    hours = np.array([d.hour for d in t])
+    rng = np.random.default_rng(0)
+    data = 280 + 8 * np.cos(2 * np.pi * hours / 24)[:, None, None] + 0.2 * rng.normal(size=(len(t), 4, 8))
+    ds = xr.Dataset({"tas": (("time", "lat", "lon"), data, {"units": "K"})},
+                    coords={"time": t, "lat": np.linspace(-30, 30, 4), "lon": np.arange(0, 360, 45.0)})
+    path = tmp_path / "six.nc"
+    ds.to_netcdf(path)
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(path), "--train-period", "2001-01-01/2002-12-31", "--out",
+                 str(run), "--max-steps", "2", "--climatology", "doy", *TINY]) == 0
+    fc = forecast(run, ds, init_period="2003-06-01T00/2003-06-01T18", leads=3, members=2)
+    truth = truth_for(fc, ds)
+    err = np.abs(fc.tas.mean("member") - truth.tas)
+    assert float(err.max()) < 3 < 8  # an initial-time climatology would be up to 16 K off at a half-day lead

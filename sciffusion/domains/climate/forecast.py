@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,9 +63,18 @@ class Preprocess:
     resid_std: np.ndarray    # (C,)
     static: np.ndarray | None  # (S, H, W), standardised, NaN -> 0
     masked: bool             # whether any cell is missing: then a validity channel goes into the condition
+    # Forcings (``--forcings``): given fields at the step being forecast (insolation, prescribed SST, a scenario's
+    # forcing), standardised by their training-period mean and SD per variable (``(F,)``); None: no forcings.
+    forcing_mean: np.ndarray | None = None
+    forcing_std: np.ndarray | None = None
 
-    def cond(self, a_hist: np.ndarray) -> np.ndarray:
-        """``(N, k, C, H, W)`` anomalies -> ``(N, cond_channels, H, W)`` float32 condition."""
+    @property
+    def n_forcings(self) -> int:
+        return 0 if self.forcing_mean is None else len(self.forcing_mean)
+
+    def cond(self, a_hist: np.ndarray, forcing: np.ndarray | None = None) -> np.ndarray:
+        """``(N, k, C, H, W)`` anomalies (and ``(N, F, H, W)`` forcings in physical units at the target time, when
+        the run has forcings) -> ``(N, cond_channels, H, W)`` float32 condition."""
         n, k, c, h, w = a_hist.shape
         z = a_hist / self.anom_std[None, None, :, None, None]
         parts = [np.nan_to_num(z, nan=0.0).reshape(n, k * c, h, w)]
@@ -73,17 +82,25 @@ class Preprocess:
             parts.append(np.broadcast_to(self.static, (n, *self.static.shape)))
         if self.masked:
             parts.append(np.isfinite(a_hist[:, -1]).all(1, keepdims=True).astype(np.float64))
+        if self.forcing_mean is not None and self.forcing_std is not None:
+            if forcing is None or forcing.shape != (n, self.n_forcings, h, w):
+                raise ValueError(f"the run is conditioned on {self.n_forcings} forcing field(s) at the target time; "
+                                 f"got {None if forcing is None else forcing.shape}")
+            f = (forcing - self.forcing_mean[None, :, None, None]) / self.forcing_std[None, :, None, None]
+            parts.append(np.nan_to_num(f, nan=0.0))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def cond_channels(self, channels: int) -> int:
-        return self.history * channels + (0 if self.static is None else len(self.static)) + int(self.masked)
+        return (self.history * channels + (0 if self.static is None else len(self.static)) + int(self.masked)
+                + self.n_forcings)
 
     def target(self, a_prev: np.ndarray, a_next: np.ndarray) -> np.ndarray:
         return ((a_next - self.ar1.phi * a_prev) / self.resid_std[:, None, None]).astype(np.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return state_tensors({**self.clim.state(), "phi": self.ar1.phi, "anom_var": self.ar1.var,
-                              "anom_std": self.anom_std, "resid_std": self.resid_std, "static": self.static})
+                              "anom_std": self.anom_std, "resid_std": self.resid_std, "static": self.static,
+                              "forcing_mean": self.forcing_mean, "forcing_std": self.forcing_std})
 
     @classmethod
     def from_run(cls, run: TrainedRun) -> Preprocess:
@@ -91,12 +108,25 @@ class Preprocess:
         d = run.config["data"]
         return cls(int(d["history"]), Climatology.from_state(run.metadata["climatology"], s),
                    AR1(s["phi"], s["anom_var"]), s["anom_std"], s["resid_std"], s.get("static"),
-                   bool(run.metadata["masked"]))
+                   bool(run.metadata["masked"]), s.get("forcing_mean"), s.get("forcing_std"))
 
 
 def field_array(ds: xr.Dataset, variables: Sequence[str]) -> np.ndarray:
     """``(time, C, lat, lon)`` float64 from a canonical dataset (reads the selected steps only)."""
     return np.stack([ds[v].values.astype(np.float64) for v in variables], axis=1)
+
+
+def forcing_stats(ds: xr.Dataset, forcings: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(F,)`` mean and SD of each forcing over ``ds`` (the training period; NaN cells left out), which standardise
+    them as condition channels; ``(None, None)`` without forcings. Lazy data are reduced chunk by chunk (dask)."""
+    if not forcings:
+        return None, None
+    mean = np.array([float(ds[f].mean(skipna=True)) for f in forcings])
+    std = np.array([float(ds[f].std(skipna=True)) for f in forcings])
+    bad = [f for f, m, s in zip(forcings, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
+    if bad:
+        raise ValueError(f"forcing(s) {bad} are empty (all NaN) over the training period")
+    return mean, np.where(std > 0, std, 1.0)  # a constant forcing (one scenario value) enters as 0, not NaN
 
 
 def read_static(d: dict[str, Any], grid: Grid) -> np.ndarray | None:
@@ -119,14 +149,15 @@ def read_static(d: dict[str, Any], grid: Grid) -> np.ndarray | None:
 
 class ForecastWindows(Dataset):
     """Training samples read on demand: ``x`` = normalised residual at ``t + 1``, ``cond`` = the ``k`` anomaly
-    states up to ``t`` (+ static fields, + validity), ``weight`` = latitude weights. ``ds`` may be lazily backed
-    (netCDF/zarr, dask): each sample reads ``k + 1`` time steps."""
+    states up to ``t`` (+ static fields, + validity, + the forcings at ``t + 1``), ``weight`` = latitude weights.
+    ``ds`` may be lazily backed (netCDF/zarr, dask): each sample reads ``k + 1`` time steps."""
 
     def __init__(self, ds: xr.Dataset, variables: Sequence[str], time: str, ends: Sequence[int], keys: np.ndarray,
-                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray, offsets: np.ndarray | None = None
-                 ) -> None:
+                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray, offsets: np.ndarray | None = None,
+                 forcings: Sequence[str] = ()) -> None:
         self.ds, self.variables, self.time, self.ends = ds, list(variables), time, list(ends)
         self.keys, self.when, self.prep, self.offsets = keys, when, prep, offsets
+        self.forcings = list(forcings)
         self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
 
     def __len__(self) -> int:
@@ -138,8 +169,9 @@ class ForecastWindows(Dataset):
         a = x - self.prep.clim.at(self.keys[t - k + 1:t + 2], self.when[t - k + 1:t + 2])
         if self.offsets is not None:  # the recent normal of the initial time, for inputs and target alike
             a = a - self.offsets[t]
+        f = field_array(self.ds.isel({self.time: slice(t + 1, t + 2)}), self.forcings) if self.forcings else None
         return {"x": torch.from_numpy(self.prep.target(a[k - 1], a[k])),
-                "cond": torch.from_numpy(self.prep.cond(a[None, :k])[0]), "weight": self.weight}
+                "cond": torch.from_numpy(self.prep.cond(a[None, :k], f)[0]), "weight": self.weight}
 
 
 @dataclass
@@ -157,6 +189,21 @@ class Inits:
     a_hist: np.ndarray       # (I, k, C, H, W) anomalies up to each initial time (from the recent normal, if any)
     offset: np.ndarray | None = None  # (I, C, H, W) recent normal: mean anomaly of the years up to each initial time
     normal_years: float = 0.0
+    forcings: list[str] = field(default_factory=list)  # given fields the run is conditioned on (``--forcings``)
+
+    def forcing_at(self, lead: int) -> np.ndarray | None:
+        """``(I, F, H, W)`` forcings at the valid time ``lead`` steps after each initial time, read from the data
+        (which must reach that far: a forcing is given, not forecast); None without forcings."""
+        if not self.forcings:
+            return None
+        rows = [i + lead for i in self.index]
+        n = self.ds.sizes[self.grid.time]
+        if max(rows) >= n:
+            last = self.ds[self.grid.time].values[-1]
+            raise ValueError(f"forcing(s) {self.forcings} are needed {lead} step(s) after the initial time "
+                             f"{self.times[rows.index(max(rows))]}, past the end of the data ({last}); give data "
+                             f"that hold the forcings over every valid time")
+        return field_array(self.ds.isel({self.grid.time: rows}), self.forcings)
 
     @property
     def times(self) -> list:
@@ -247,8 +294,9 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     known at that time only), so a trend that drifts from the data after the training period stops biasing the
     forecasts of the model and of every baseline alike."""
     meta = run.metadata
-    variables, grid = meta["variables"], Grid.from_dict(meta["grid"])
-    ds, g = open_fields(data, variables, units=units_of(meta.get("attrs", {})))
+    variables, grid, forcings = meta["variables"], Grid.from_dict(meta["grid"]), list(meta.get("forcings", []))
+    units = units_of({**meta.get("attrs", {}), **meta.get("forcing_attrs", {})})
+    ds, g = open_fields(data, [*variables, *forcings], units=units)
     grid.check(g, f"{data}" if not isinstance(data, xr.Dataset) else "the data")
     prep = Preprocess.from_run(run)
     times = ds[g.time].values
@@ -268,7 +316,8 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     if normal_years:
         offset = recent_normal(anomalies, index, normal_steps(normal_years, step_years))
         a_hist = a_hist - offset[:, None]
-    return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years))
+    return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years),
+                 forcings)
 
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
@@ -311,7 +360,8 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     out = np.empty((I, leads, members, C, *g.shape), dtype=np.float32)
     inits = [time_key(t) for t in st.times]  # seeds keyed by the initial time itself, not its place in the file
     for lead in range(1, leads + 1):
-        cond = torch.from_numpy(prep.cond(a_hist))
+        forcing = st.forcing_at(lead)  # (I, F, H, W), the same for every member
+        cond = torch.from_numpy(prep.cond(a_hist, None if forcing is None else np.repeat(forcing, members, axis=0)))
         seeds = [derive_seed(seed, "forecast", t, m, lead) for t in inits for m in range(members)]
         z = run.sample((C, *g.shape), seeds, cond=cond, sampling=spec, progress=progress,
                        desc=f"lead {lead}/{leads}").cpu().numpy().astype(np.float64)

@@ -18,11 +18,35 @@ from ...diffusion import numpy_rng
 CYCLES = ("month", "doy", "none")
 
 
+def seconds_of_day(times) -> np.ndarray:
+    """Seconds since midnight of each time (any calendar)."""
+    return np.asarray([d.hour * 3600 + d.minute * 60 + d.second for d in _as_dates(times)], dtype=np.int64)
+
+
+def steps_per_day(times) -> int:
+    """Time steps per day of regular sub-daily data (4 for 6-hourly: the times of day are multiples of 6 h); 1 for
+    daily or coarser data, or for times of day that are not an even division of the day."""
+    if len(times) < 2:
+        return 1
+    sod = np.unique(seconds_of_day(times))
+    if len(sod) < 2:
+        return 1
+    step = int(np.gcd.reduce(np.diff(np.r_[sod, sod[0] + 86400])))
+    return 86400 // step if step > 0 and 86400 % step == 0 else 1
+
+
 def cycle_keys(times, kind: str) -> np.ndarray:
-    """Group index of each time: calendar month (0-11) for ``"month"``; all 0 for ``"doy"`` (its cycle is a smooth
-    function of the time of year, read from the fractional years) and for ``"none"``."""
-    if kind in ("none", "doy"):
+    """Group index of each time: calendar month (0-11) for ``"month"``; for ``"doy"`` the time of day (0 for daily
+    data; 0-3 for 6-hourly: the diurnal cycle is one mean per time of day, and ``l`` steps later is group
+    ``(g + l) mod 4``), the annual cycle being a smooth function of the time of year read from the fractional
+    years; all 0 for ``"none"``."""
+    if kind == "none":
         return np.zeros(len(times), dtype=np.int64)
+    if kind == "doy":
+        n = steps_per_day(times)
+        if n == 1:
+            return np.zeros(len(times), dtype=np.int64)
+        return np.rint(seconds_of_day(times) / (86400 / n)).astype(np.int64) % n
     if kind == "month":
         return np.asarray([t.month - 1 for t in _as_dates(times)], dtype=np.int64)
     raise ValueError(f"climatology must be one of {', '.join(CYCLES)}; got {kind!r}")
@@ -121,7 +145,8 @@ class Climatology:
     """The expected field at a time: a polynomial trend per cell (degree ``len(trend) - 1``; none when ``trend`` is
     None), plus a smooth annual cycle of ``len(harmonics) / 2`` harmonics of the time of year (``"doy"``: daily and
     sub-daily data), plus the mean per cycle group of what those leave (``mean``, ``(groups, C, H, W)``; 12 calendar
-    months for ``"month"``, else one). The group of a step ``l`` steps after a time of group ``g`` is
+    months for ``"month"``, one per time of day for ``"doy"`` (the diurnal cycle of sub-daily data; one for daily
+    data), else one). The group of a step ``l`` steps after a time of group ``g`` is
     ``(g + l) mod groups`` (monthly data advance a month a step). Trends are in ``u = (year - t0) / scale``; a trend
     extrapolated far past the training period is a guess."""
 
@@ -159,7 +184,7 @@ class Climatology:
         if kind == "doy" and not 1 <= nh <= 12:
             raise ValueError(f"a day-of-year climatology needs 1-12 harmonics; got {n_harmonics}")
         keys = cycle_keys(times, kind)
-        groups = 12 if kind == "month" else 1
+        groups = 12 if kind == "month" else steps_per_day(times) if kind == "doy" else 1  # months, times of day
         present = [g for g in range(groups) if (keys == g).any()]
         ty = years(times)
         t0, scale = float(ty.mean()), float(max(np.ptp(ty) / 2, 1.0))

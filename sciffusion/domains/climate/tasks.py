@@ -28,6 +28,7 @@ from .forecast import (
     ForecastWindows,
     Preprocess,
     field_array,
+    forcing_stats,
     forecast,
     normal_steps,
     read_static,
@@ -50,6 +51,7 @@ class Forecast(Task):
     defaults: dict[str, Any] = {
         "data": {"variables": None, "levels": None, "train_period": None, "history": 2, "climatology": "auto",
                  "trend": 0, "harmonics": 3, "normal_years": 0.0, "static": None, "static_path": None,
+                 "forcings": None,
                  "val_fraction": 0.15,
                  "batch_size": 16, "load_max_gb": 2.0, "stats_chunk": 64, "holdout_stats": False},
         "model": {"net": {"channels": [16, 32, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
@@ -74,6 +76,9 @@ class Forecast(Task):
         Flag("--normal-years", "data.normal_years",
              "train (and forecast) on anomalies from a recent normal: the mean anomaly of the last N years", float),
         Flag("--static", "data.static", "static (lat, lon) fields to condition on, e.g. land-sea mask", nargs="+"),
+        Flag("--forcings", "data.forcings", "time-varying fields that are given, not forecast (insolation, prescribed "
+             "SST, a scenario's forcing): conditions at each step's valid time; the forecast data must hold them "
+             "over every valid time", nargs="+"),
     )
     sample_flags = (
         Flag("--data", "data.path", "the states to start from (and the truth, if it is there): " + DATA_HELP,
@@ -112,8 +117,15 @@ class Forecast(Task):
     # --- training --------------------------------------------------------------------------------------------
     def train(self, config: dict[str, Any]) -> pathlib.Path:
         d = config["data"]
-        ds, grid = open_fields(d["path"], d["variables"], levels=d.get("levels"))
-        variables = list(ds.data_vars)
+        forcings = [d["forcings"]] if isinstance(d.get("forcings"), str) else list(d.get("forcings") or [])
+        wanted = None if d["variables"] is None else [*d["variables"], *forcings]
+        ds, grid = open_fields(d["path"], wanted, levels=d.get("levels"))
+        missing = [f for f in forcings if f not in ds.data_vars]
+        if missing:
+            raise ValueError(f"forcing(s) {missing} not in the data; variables are {list(ds.data_vars)}")
+        variables = [v for v in ds.data_vars if v not in forcings]
+        if not variables:
+            raise ValueError(f"every variable is a forcing ({forcings}); there is nothing to forecast")
         k = int(d["history"])
         if k < 1:
             raise ValueError(f"history must be >= 1; got {k}")
@@ -154,10 +166,13 @@ class Forecast(Task):
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
         static = read_static(d, grid)
-        prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked)
+        f_mean, f_std = forcing_stats(train.isel({grid.time: slice(0, T)}), forcings)
+        prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked, forcing_mean=f_mean,
+                          forcing_std=f_std)
         w = grid.lat_weights()
-        tr = ForecastWindows(train, variables, grid.time, ends[:len(ends) - n_val], keys, when, prep, w, offsets)
-        va = ForecastWindows(train, variables, grid.time, ends[len(ends) - n_val:], keys, when, prep, w, offsets)
+        split = {"train": ends[:len(ends) - n_val], "val": ends[len(ends) - n_val:]}
+        tr, va = (ForecastWindows(train, variables, grid.time, split[s], keys, when, prep, w, offsets, forcings)
+                  for s in ("train", "val"))
         dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
                                  num_workers=int(d.get("num_workers", 0)), seed=int(config["seed"]))
         C = len(variables)
@@ -166,7 +181,8 @@ class Forecast(Task):
                 "step_years": step_years, "normal_years": normal_years,
                 "attrs": {v: dict(ds[v].attrs) for v in variables}, "coord_attrs": {
                     c: dict(ds[c].attrs) for c in (grid.lat, grid.lon)},
-                "train_period": [str(times[0]), str(times[-1])], "source": source_label(d["path"])}
+                "train_period": [str(times[0]), str(times[-1])], "source": source_label(d["path"]),
+                "forcings": forcings, "forcing_attrs": {f: dict(ds[f].attrs) for f in forcings}}
         calibrate = spread_calibrator(va, config["sampling"], int(config["seed"]))
         return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
 
