@@ -954,3 +954,56 @@ def test_a_six_hourly_forecast_starts_from_the_right_time_of_day(tmp_path):
     truth = truth_for(fc, ds)
     err = np.abs(fc.tas.mean("member") - truth.tas)
     assert float(err.max()) < 3 < 8  # an initial-time climatology would be up to 16 K off at a half-day lead
+
+
+@pytest.mark.parametrize("out_name, zarr_installed", [("fc.nc", True), ("fc.zarr", True), ("fc.nc", False)])
+def test_a_forecast_written_in_batches_of_initial_times_is_the_one_shot_forecast(ostia_run, tmp_path, monkeypatch,
+                                                                               out_name, zarr_installed):
+    """``--batch-inits 2``: six initial times forecast two at a time and appended to the output (through a zarr
+    store; joined in memory without zarr) give exactly the forecast made in one piece."""
+    import importlib.util
+
+    from sciffusion.domains.climate.conventions import to_layout
+
+    run, _ = ostia_run
+    if not zarr_installed:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
+    out = tmp_path / out_name
+    assert main(["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09",
+                 "--leads", "2", "--members", "3", "--batch-inits", "2", "--out", str(out)]) == 0
+    expected = to_layout(forecast(run, OSTIA, init_period="2009-04/2009-09", leads=2, members=3, seed=0),
+                         "sciffusion")
+    with xr.open_dataset(out) as f:
+        actual = f.load()
+    for ds in (expected, actual):
+        ds.attrs.pop("history", None)
+    xr.testing.assert_identical(actual, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out_name]  # the temporary store is gone
+
+
+def test_a_forecast_reads_only_the_time_steps_its_initial_times_need(ostia_run):
+    """An archive opened lazily (dask) whose early time steps cannot be read: forecasting from its last months
+    reads only the states those initial times need, never the rest of the record."""
+    dask = pytest.importorskip("dask")
+    import dask.array as da
+
+    run, _ = ostia_run
+    with xr.open_dataset(OSTIA) as f:
+        src = f.load()
+    values = src.surface_temperature.values
+    t0 = int(np.flatnonzero(src.time.dt.strftime("%Y-%m").values == "2009-08")[0])
+    allowed = t0 - 1  # history 2: the state before the first initial time
+
+    def step(i: int) -> np.ndarray:
+        if i < allowed:
+            raise AssertionError(f"time step {i} was read; the forecast needs {allowed} onwards")
+        return values[i]
+
+    lazy = da.stack([da.from_delayed(dask.delayed(step)(i), shape=values.shape[1:], dtype=values.dtype)
+                     for i in range(len(values))])
+    ds = src.copy()
+    ds["surface_temperature"] = (src.surface_temperature.dims, lazy, src.surface_temperature.attrs)
+    fc = forecast(run, ds, init_period="2009-08/2009-09", leads=2, members=2, seed=0)
+    expected = forecast(run, src, init_period="2009-08/2009-09", leads=2, members=2, seed=0)
+    xr.testing.assert_identical(fc.drop_attrs(), expected.drop_attrs())

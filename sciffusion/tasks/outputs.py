@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
+import shutil
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,44 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     atomic_write(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
     return path
+
+
+def write_in_batches(batches: Iterable[xr.Dataset], path: str | os.PathLike, dim: str) -> pathlib.Path:
+    """Write datasets that follow each other along ``dim`` (a forecast's initial times, batch after batch) as one
+    netCDF file or zarr store (``path`` ending in ``.zarr``), holding one batch in memory at a time: each batch is
+    appended to a zarr store beside ``path`` as it comes, and the store is then streamed to netCDF (dask, chunk by
+    chunk) or moved into place. Atomic: ``path`` appears whole or not at all. Without zarr installed the batches are
+    joined in memory instead (the same file; only the memory bound is lost)."""
+    path = pathlib.Path(path)
+    is_zarr = path.suffix == ".zarr"
+    it = iter(batches)
+    first = next(it)
+    second = next(it, None)
+    if second is None and not is_zarr:
+        return write_netcdf(first, path)
+    if importlib.util.find_spec("zarr") is None:
+        if is_zarr:
+            raise ImportError("writing a .zarr output needs zarr: pip install 'sciffusion[climate]'")
+        return write_netcdf(xr.concat([first, second, *it], dim=dim, data_vars="minimal", coords="minimal",
+                                      compat="override", combine_attrs="override"), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = path.parent / f".{path.name}.{os.getpid()}.tmp.zarr"
+    try:
+        first.to_zarr(store, mode="w")
+        for batch in [second, *it] if second is not None else []:
+            batch.drop_vars([v for v in batch.variables if dim not in batch[v].dims]).to_zarr(store, append_dim=dim)
+        if is_zarr:
+            old = path.parent / f".{path.name}.{os.getpid()}.old.zarr"
+            if path.exists():
+                os.replace(path, old)
+            os.replace(store, path)
+            shutil.rmtree(old, ignore_errors=True)
+            return path
+        with xr.open_zarr(store, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as ds:
+            atomic_write(path, lambda tmp: ds.to_netcdf(tmp, format="NETCDF4"))
+        return path
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def state_tensors(arrays: dict[str, np.ndarray | None]) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ import xarray as xr
 LAYOUTS = ("sciffusion", "climpred", "wb2")
 _RENAMES = {"climpred": {"init_time": "init", "lead_time": "lead"},
             "wb2": {"init_time": "time", "lead_time": "prediction_timedelta", "member": "realization"}}
+INIT_DIM = {layout: _RENAMES.get(layout, {}).get("init_time", "init_time") for layout in LAYOUTS}  # the append dim
 _DAY = datetime.timedelta(days=1)
 _CLIMPRED_UNITS = (("days", "1D"), ("hours", "1h"), ("minutes", "1min"), ("seconds", "1s"))
 

@@ -94,14 +94,16 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
     missing = [t for t in flat["init_time"].values if t not in pos]
     if missing:
         raise ValueError(f"{len(missing)} initial time(s) of the forecast are not in the data (first: {missing[0]})")
-    x = field_array(ds, variables)
     I, L = flat.sizes["init_time"], flat.sizes["lead_time"]
-    out = np.full((I, L, *x.shape[1:]), np.nan)
-    for a, t0 in enumerate(flat["init_time"].values):
-        for b, step in enumerate(flat["lead_time"].values):  # leads in steps of the data
-            j = pos[t0] + int(step)
-            if j < len(times):
-                out[a, b] = x[j]
+    want = {(a, b): pos[t0] + int(step) for a, t0 in enumerate(flat["init_time"].values)
+            for b, step in enumerate(flat["lead_time"].values)}  # leads in steps of the data
+    rows = sorted({j for j in want.values() if j < len(times)})  # read the valid times only, not the archive
+    x = field_array(ds.isel({g.time: rows}), variables) if rows else None
+    row = {j: r for r, j in enumerate(rows)}
+    out = np.full((I, L, len(variables), *g.shape), np.nan)
+    for (a, b), j in want.items():
+        if x is not None and j in row:
+            out[a, b] = x[row[j]]
     dims = ("init_time", "lead_time", g.lat, g.lon)
     truth = xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},
                        coords={"init_time": named["init_time"], "lead_time": named["lead_time"],

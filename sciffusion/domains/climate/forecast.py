@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,11 +288,13 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
 
 
 def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None,
-                   normal_years: float = 0.0) -> Inits:
-    """The initial states in ``init_period``. With ``normal_years`` > 0 every anomaly is taken from a recent normal:
-    the run's climatology plus the mean anomaly of the last ``normal_years`` years up to each initial time (data
-    known at that time only), so a trend that drifts from the data after the training period stops biasing the
-    forecasts of the model and of every baseline alike."""
+                   normal_years: float = 0.0, init_times: Sequence[Any] | None = None) -> Inits:
+    """The initial states in ``init_period`` (or exactly ``init_times``, values of the data's time coordinate).
+    With ``normal_years`` > 0 every anomaly is taken from a recent normal: the run's climatology plus the mean
+    anomaly of the last ``normal_years`` years up to each initial time (data known at that time only), so a trend
+    that drifts from the data after the training period stops biasing the forecasts of the model and of every
+    baseline alike. Only the time steps from the first initial time's oldest needed state to the last initial
+    time are read (the rest of an archive stays on disk)."""
     meta = run.metadata
     variables, grid, forcings = meta["variables"], Grid.from_dict(meta["grid"]), list(meta.get("forcings", []))
     units = units_of({**meta.get("attrs", {}), **meta.get("forcing_attrs", {})})
@@ -301,20 +303,31 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     prep = Preprocess.from_run(run)
     times = ds[g.time].values
     keys, when = cycle_keys(times, prep.clim.kind), years(times)
-    chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
-                           "init-period")["_i"].values
+    if init_times is not None:
+        pos = {t: i for i, t in enumerate(times)}
+        absent = [t for t in init_times if t not in pos]
+        if absent:
+            raise ValueError(f"initial time {absent[0]} is not in the data")
+        chosen = np.array([pos[t] for t in init_times], dtype=np.int64)
+    else:
+        chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
+                               "init-period")["_i"].values
     k = prep.history
     index = [int(i) for i in chosen if i >= k - 1]
     if not index:
         raise ValueError(f"no initial time in {init_period!r} has the {k} past states the model needs")
     if normal_years < 0:
         raise ValueError(f"normal years must be >= 0; got {normal_years}")
-    anomalies = field_array(ds, variables) - prep.clim.at(keys, when)
     step_years = float(meta["step_years"])
-    a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in index])
+    steps = normal_steps(normal_years, step_years) if normal_years else 1
+    lo = max(0, min(index) - max(k, steps) + 1)  # the oldest state (or recent-normal year) any initial time needs
+    rows = slice(lo, max(index) + 1)
+    anomalies = field_array(ds.isel({g.time: rows}), variables) - prep.clim.at(keys[rows], when[rows])
+    local = [i - lo for i in index]
+    a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in local])
     offset = None
     if normal_years:
-        offset = recent_normal(anomalies, index, normal_steps(normal_years, step_years))
+        offset = recent_normal(anomalies, local, steps)
         a_hist = a_hist - offset[:, None]
     return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years),
                  forcings)
@@ -323,7 +336,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
              init_period: str | None = None, leads: int = 3, members: int = 16, seed: int = 0,
              sampling: dict[str, Any] | None = None, progress: bool = False, normal_years: float | None = None,
-             normal_uncertainty: float = 0.0) -> xr.Dataset:
+             normal_uncertainty: float = 0.0, init_times: Sequence[Any] | None = None) -> xr.Dataset:
     """Roll out ``members`` forecasts of ``leads`` steps from every initial time in ``init_period``.
 
     Returns a Dataset with each variable shaped ``(init_time, lead_time, member, lat, lon)`` in physical units,
@@ -332,7 +345,8 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     The run's calibrated spread inflation scales each sampled residual's deviation from the model's conditional
     mean (:func:`~sciffusion.training.sampling.conditional_mean`). ``normal_years`` > 0 takes anomalies from the
     recent normal (see :func:`initial_states`; default: the run's ``data.normal_years``, 0 = none); the file records
-    it, and ``evaluate`` gives the baselines the same.
+    it, and ``evaluate`` gives the baselines the same. ``init_times`` (values of the data's time coordinate)
+    replaces ``init_period``; :func:`forecast_batches` uses it to forecast an archive a batch at a time.
 
     ``normal_uncertainty`` > 0 (years) gives each member its own climatology and trend, refitted to the training
     years resampled in blocks of that many years (:func:`~.stats.bootstrap_normals`; the data must hold the run's
@@ -345,7 +359,7 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
     if normal_years is None:
         normal_years = float(run.metadata.get("normal_years", 0.0))
-    st = initial_states(run, data, init_period, normal_years)
+    st = initial_states(run, data, init_period, normal_years, init_times)
     prep, g = st.prep, st.grid
     spec = run.sampling_spec(sampling)
     I, C = st.a_hist.shape[0], len(st.variables)
@@ -378,6 +392,26 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     return to_dataset(out, st, "sciffusion diffusion forecast", note,
                       {"sciffusion_inflation": inflation, "sciffusion_normal_years": float(normal_years),
                        "sciffusion_normal_uncertainty": float(normal_uncertainty or 0.0), **provenance(seed, spec)})
+
+
+def forecast_batches(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
+                     init_period: str | None = None, batch: int = 64, **options: Any) -> Iterator[xr.Dataset]:
+    """:func:`forecast` of the initial times in ``init_period``, ``batch`` initial times at a time (in order), so
+    that memory holds one batch's states and members, whatever the number of initial times; a member's values do
+    not depend on the batching (its seed comes from its initial time). Write them with
+    :func:`~sciffusion.tasks.outputs.write_in_batches`. ``options``: those of :func:`forecast`."""
+    if batch < 1:
+        raise ValueError(f"the batch of initial times must be >= 1; got {batch}")
+    run = load_trained(run, task="forecast")
+    ds, g = open_fields(data, run.metadata["variables"])
+    times = ds[g.time].values
+    chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
+                           "init-period")["_i"].values
+    usable = [times[i] for i in chosen if i >= int(run.config["data"]["history"]) - 1]
+    if not usable:
+        raise ValueError(f"no initial time in {init_period!r} has the past states the model needs")
+    for lo in range(0, len(usable), batch):
+        yield forecast(run, data, init_times=usable[lo:lo + batch], **options)
 
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None

@@ -10,11 +10,11 @@ import numpy as np
 
 from ...tasks.base import TASKS, Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
-from ...tasks.outputs import open_output, recorded_seed, report_scores, write_netcdf
+from ...tasks.outputs import open_output, recorded_seed, report_scores, write_in_batches, write_netcdf
 from ...training.checkpoint import source_label
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from .conventions import LAYOUTS, to_internal, to_layout
+from .conventions import INIT_DIM, LAYOUTS, to_internal, to_layout
 from .downscale import (
     DownscaleSamples,
     crop_to_factor,
@@ -30,6 +30,7 @@ from .forecast import (
     field_array,
     forcing_stats,
     forecast,
+    forecast_batches,
     normal_steps,
     read_static,
     recent_normal,
@@ -60,7 +61,7 @@ class Forecast(Task):
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
         "forecast": {"init_period": None, "leads": 3, "members": 16, "normal_years": None, "normal_uncertainty": 0.0,
-                     "layout": "sciffusion"},
+                     "layout": "sciffusion", "batch_inits": 64},
     }
     train_flags = (
         Flag("--data", "data.path", DATA_HELP, nargs="+"),
@@ -91,6 +92,8 @@ class Forecast(Task):
              "anomalies from a recent normal of N years up to each initial time (default: the run's)", float),
         Flag("--layout", "forecast.layout", "file layout: sciffusion (init_time, lead_time, member), climpred (init, "
              "lead, member) or wb2 (time, prediction_timedelta, realization)"),
+        Flag("--batch-inits", "forecast.batch_inits", "initial times forecast (and held in memory) at a time; the "
+             "output is appended batch after batch (.nc, or a .zarr store)", int),
         Flag("--normal-uncertainty", "forecast.normal_uncertainty",
              "give each member its own climatology and trend, refitted to the training years resampled in blocks of "
              "N years (e.g. 10; 0 = off)", float),
@@ -192,12 +195,15 @@ class Forecast(Task):
         layout = config["forecast"].get("layout") or "sciffusion"
         if layout not in LAYOUTS:  # before sampling, not after
             raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-        fc = forecast(run, config["data"]["path"], init_period=config["forecast"].get("init_period"),
-                      leads=int(config["forecast"]["leads"]), members=int(config["forecast"]["members"]),
-                      seed=int(config["seed"]), sampling=config.get("sampling", {}), progress=True,
-                      normal_years=config["forecast"].get("normal_years"),
-                      normal_uncertainty=float(config["forecast"].get("normal_uncertainty") or 0.0))
-        return write_netcdf(to_layout(fc, layout), config["out"])
+        f = config["forecast"]
+        batches = forecast_batches(run, config["data"]["path"], init_period=f.get("init_period"),
+                                   batch=int(f.get("batch_inits") or 64), leads=int(f["leads"]),
+                                   members=int(f["members"]), seed=int(config["seed"]),
+                                   sampling=config.get("sampling", {}), progress=True,
+                                   normal_years=f.get("normal_years"),
+                                   normal_uncertainty=float(f.get("normal_uncertainty") or 0.0))
+        # One batch of initial times in memory at a time, appended to the output as it comes.
+        return write_in_batches((to_layout(b, layout) for b in batches), config["out"], INIT_DIM[layout])
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         e = config.get("evaluate", {})
