@@ -1007,3 +1007,76 @@ def test_a_forecast_reads_only_the_time_steps_its_initial_times_need(ostia_run):
     fc = forecast(run, ds, init_period="2009-08/2009-09", leads=2, members=2, seed=0)
     expected = forecast(run, src, init_period="2009-08/2009-09", leads=2, members=2, seed=0)
     xr.testing.assert_identical(fc.drop_attrs(), expected.drop_attrs())
+
+
+def regional(kind: str, months: int = 48, seed: int = 0) -> xr.Dataset:
+    """A small monthly regional archive on a rotated-pole grid (rlat/rlon with 2-D true lat/lon, as CORDEX writes
+    it) or a projected one (x/y in metres, as a Lambert-conformal regional model writes it)."""
+    rng = np.random.default_rng(seed)
+    H, W = 6, 8
+    t = pd.date_range("2000-01-01", periods=months, freq="MS")
+    data = 280 + 3 * np.cos(2 * np.pi * np.arange(months) / 12)[:, None, None] + rng.normal(size=(months, H, W))
+    if kind == "rotated":
+        rlat, rlon = np.linspace(-10, 10, H), np.linspace(-12, 12, W)
+        lat2 = 50 + 2.5 * rlat[:, None] + 0.2 * rlon[None]   # true latitudes 25-75: where cos varies a lot
+        lon2 = 10 + 1.5 * rlon[None] + 0 * rlat[:, None]
+        coords = {"time": t, "rlat": ("rlat", rlat, {"standard_name": "grid_latitude", "units": "degrees"}),
+                  "rlon": ("rlon", rlon, {"standard_name": "grid_longitude", "units": "degrees"}),
+                  "lat": (("rlat", "rlon"), lat2, {"standard_name": "latitude", "units": "degrees_north"}),
+                  "lon": (("rlat", "rlon"), lon2, {"standard_name": "longitude", "units": "degrees_east"})}
+        dims = ("time", "rlat", "rlon")
+    else:
+        coords = {"time": t,
+                  "y": ("y", np.arange(H) * 25e3, {"standard_name": "projection_y_coordinate", "units": "m"}),
+                  "x": ("x", 500e3 + np.arange(W) * 25e3, {"standard_name": "projection_x_coordinate",
+                                                         "units": "m"})}
+        dims = ("time", "y", "x")
+    return xr.Dataset({"tas": (dims, data, {"units": "K"})}, coords=coords)
+
+
+def test_rotated_pole_grids_are_weighted_by_the_true_latitude():
+    ds = regional("rotated")
+    _, grid = open_fields(ds)
+    assert (grid.lat, grid.lon) == ("rlat", "rlon") and not grid.periodic
+    expected = np.cos(np.deg2rad(ds.lat.values))
+    np.testing.assert_allclose(grid.cell_weights(), expected / expected.mean(), rtol=1e-12)
+    assert grid.weighting == "cos(true latitude 'lat')"
+    rotated = np.cos(np.deg2rad(ds.rlat.values))  # what the rotated latitude alone would give: nearly flat
+    assert np.ptp(rotated / rotated.mean()) < 0.1 < np.ptp(grid.cell_weights())
+    field = ds.tas.isel(time=0)
+    w = np.cos(np.deg2rad(ds.lat))
+    np.testing.assert_allclose(float(weighted_mean(field)), float((field * w).sum() / w.sum()), rtol=1e-12)
+
+
+def test_projected_grids_keep_their_coordinates_and_weigh_cells_equally():
+    ds = regional("projected")
+    out, grid = open_fields(ds)
+    np.testing.assert_array_equal(out.x.values, ds.x.values)  # metres are not wrapped into 0-360
+    assert (grid.lat, grid.lon) == ("y", "x") and not grid.periodic and grid.weighting.startswith("uniform")
+    np.testing.assert_array_equal(grid.cell_weights(), np.ones(grid.shape))
+    field = ds.tas.isel(time=0)
+    np.testing.assert_allclose(float(weighted_mean(field)), float(field.mean()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["rotated", "projected"])
+def test_regional_grids_train_forecast_and_evaluate_through_the_cli(kind, tmp_path, capsys):
+    ds = regional(kind)
+    path = tmp_path / f"{kind}.nc"
+    ds.to_netcdf(path)
+    run, fc, scores = tmp_path / "run", tmp_path / "fc.nc", tmp_path / "scores.json"
+    assert main(["train", "forecast", "--data", str(path), "--train-period", "2000-01/2002-12", "--out", str(run),
+                 "--max-steps", "2", *TINY]) == 0
+    assert main(["forecast", "--run", str(run), "--data", str(path), "--init-period", "2003-01/2003-06",
+                 "--leads", "2", "--members", "2", "--out", str(fc)]) == 0
+    out = xr.open_dataset(fc)
+    lat, lon = ("rlat", "rlon") if kind == "rotated" else ("y", "x")
+    assert out.tas.dims == ("init_time", "lead_time", "member", lat, lon)
+    xr.testing.assert_identical(out[lon].reset_coords(drop=True), ds[lon].reset_coords(drop=True))
+    assert out.attrs["sciffusion_area_weights"] == ("cos(true latitude 'lat')" if kind == "rotated"
+                                                    else "uniform (projected grid without a 2-D latitude)")
+    if kind == "rotated":  # the true latitude goes out with the forecast, so its scores weigh cells by it
+        np.testing.assert_allclose(out["lat"].values, ds["lat"].values)
+    assert main(["evaluate", "forecast", "--forecast", str(fc), "--data", str(path), "--run", str(run),
+                 "--out", str(scores)]) == 0
+    table = json.loads(scores.read_text())["tas"]
+    assert all(np.isfinite(table[m][lead]["crps"]) for m in ("sciffusion", "lim") for lead in ("1", "2"))

@@ -12,6 +12,7 @@ LAT_NAMES = ("lat", "latitude", "y", "nav_lat", "rlat")
 LON_NAMES = ("lon", "longitude", "x", "nav_lon", "rlon")
 _LAT_UNITS = ("degrees_north", "degree_north", "degrees_n", "degree_n")
 _LON_UNITS = ("degrees_east", "degree_east", "degrees_e", "degree_e")
+_METRES = {"m", "meter", "meters", "metre", "metres", "km", "kilometer", "kilometers", "kilometre", "kilometres"}
 
 
 def find_axis(ds: xr.Dataset | xr.DataArray, kind: str) -> str:
@@ -47,3 +48,41 @@ def find_time(ds: xr.Dataset | xr.DataArray) -> str:
     if "time" in ds.dims:
         return "time"
     raise ValueError(f"no time dimension found; dims are {list(ds.dims)}")
+
+
+def true_latitude(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> str | None:
+    """The 2-D auxiliary coordinate on ``(lat, lon)`` that holds the geographic latitude of a rotated-pole or
+    curvilinear grid (CF ``standard_name: latitude``, or named lat/latitude/nav_lat), if there is one."""
+    for name in ds.coords:
+        c = ds[name]
+        if c.ndim == 2 and set(map(str, c.dims)) == {lat, lon} and (
+                c.attrs.get("standard_name") == "latitude" or str(name).lower() in ("lat", "latitude", "nav_lat")):
+            return str(name)
+    return None
+
+
+def is_projected(ds: xr.Dataset | xr.DataArray, dim: str) -> bool:
+    """Whether ``dim`` is a projection coordinate (x or y in metres, CF ``projection_x/y_coordinate``)."""
+    a = ds[dim].attrs if dim in ds.coords else {}
+    return (str(a.get("standard_name", "")).startswith("projection_")
+            or str(a.get("units", "")).strip().lower() in _METRES)
+
+
+def is_rotated(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> bool:
+    """Whether the grid's dims are rotated-pole coordinates (CF ``grid_latitude``) or come with a 2-D true
+    latitude: then longitude does not wrap around the globe along the dim."""
+    a = ds[lat].attrs if lat in ds.coords else {}
+    return a.get("standard_name") == "grid_latitude" or true_latitude(ds, lat, lon) is not None
+
+
+def area_weights_of(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> tuple[np.ndarray | None, str]:
+    """``(lat, lon)`` cell weights (mean 1) and what they are, for grids whose dims are not geographic latitude:
+    ``cos(true latitude)`` from a 2-D latitude coordinate, or uniform for a projected grid without one (equal-area
+    cells assumed, and said). ``(None, "cos(latitude)")`` for a latitude dim."""
+    aux = true_latitude(ds, lat, lon)
+    if aux is not None:
+        w = np.cos(np.deg2rad(ds[aux].transpose(lat, lon).values.astype(np.float64))).clip(min=0)
+        return w / w.mean(), f"cos(true latitude {aux!r})"
+    if is_projected(ds, lat) or is_projected(ds, lon):
+        return np.ones((ds.sizes[lat], ds.sizes[lon])), "uniform (projected grid without a 2-D latitude)"
+    return None, "cos(latitude)"

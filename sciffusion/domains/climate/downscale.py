@@ -145,9 +145,9 @@ class DownscaleSamples(Dataset):
     the interpolated coarse field (+ static fields), ``weight`` = latitude weights."""
 
     def __init__(self, ds: xr.Dataset, variables: list[str], time: str, index: range, prep: DownscalePrep,
-                 lat_weights: np.ndarray) -> None:
+                 weights: np.ndarray) -> None:
         self.ds, self.variables, self.time, self.index, self.prep = ds, variables, time, list(index), prep
-        self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
+        self.weight = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))[None]  # (1, H, W)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -167,8 +167,7 @@ def crop_to_factor(ds: xr.Dataset, grid: Grid, factor: int) -> tuple[xr.Dataset,
     if grid.periodic and W % factor:
         raise ValueError(f"a global grid's {W} longitudes must be a multiple of the factor {factor}")
     ds = ds.isel({grid.lat: slice(0, H - H % factor), grid.lon: slice(0, W - W % factor)})
-    return ds, Grid(grid.time, grid.lat, grid.lon, grid.lat_values[:H - H % factor],
-                    grid.lon_values[:W - W % factor], grid.periodic)
+    return ds, grid.cropped(H - H % factor, W - W % factor)
 
 
 def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period: str | None
@@ -181,8 +180,10 @@ def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period:
     ds, g = open_fields(data, variables, units=units_of(meta.get("attrs", {})))
     ds = select_period(ds, g.time, period, "period")
     H, W = fine.shape
+    coarse_w = None if fine.weights is None else block_mean(fine.cell_weights()[None, None], f)[0, 0]
     coarse_grid = Grid(fine.time, fine.lat, fine.lon, tuple(coarse_coords(fine.lat_values, f)),
-                       tuple(coarse_coords(fine.lon_values, f)), fine.periodic)
+                       tuple(coarse_coords(fine.lon_values, f)), fine.periodic,
+                       None if coarse_w is None else tuple(tuple(map(float, r)) for r in coarse_w), fine.weighting)
     if g.shape[0] >= H and g.shape[1] >= W:
         ds, g = crop_to_factor(ds, g, f) if g.shape != (H, W) else (ds, g)
         fine.check(g, "the data")

@@ -68,7 +68,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
             an = np.stack([ar1.mean(a0m, lead) + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
                            for lead in range(1, leads + 1)], axis=1)
         else:
-            lim = LIM.fit(a_train, st.grid.lat_weights())
+            lim = LIM.fit(a_train, st.grid.cell_weights())
             an = np.stack([lim.ensemble(np.nan_to_num(a0m[i] if shift is not None else a0[i]), leads, members, rng)
                            for i in range(I)])
             an = an.transpose(0, 2, 1, 3, 4, 5)                                   # (I, L, M, C, H, W)

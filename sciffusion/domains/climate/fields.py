@@ -7,6 +7,7 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,7 +15,17 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .coords import LAT_NAMES, LON_NAMES, find_axis, find_time, time_key  # noqa: F401 (re-exported)
+from .coords import (  # noqa: F401 (re-exported)
+    LAT_NAMES,
+    LON_NAMES,
+    area_weights_of,
+    find_axis,
+    find_time,
+    is_projected,
+    is_rotated,
+    time_key,
+    true_latitude,
+)
 from .levels import is_vertical, level_of, split_levels
 from .sources import Source, open_source
 from .units import to_units
@@ -30,6 +41,11 @@ class Grid:
     lat_values: tuple[float, ...]
     lon_values: tuple[float, ...]
     periodic: bool
+    # Area weights ``(lat, lon)`` (mean 1) where the grid's dims are not geographic latitude: cos(true latitude) of
+    # a rotated-pole or curvilinear grid's 2-D latitude, or uniform on a projected x/y grid without one; None: the
+    # cosine of the latitude dim. ``weighting`` says which, and goes into the outputs.
+    weights: tuple[tuple[float, ...], ...] | None = None
+    weighting: str = "cos(latitude)"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -40,7 +56,9 @@ class Grid:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Grid:
-        return cls(d["time"], d["lat"], d["lon"], tuple(d["lat_values"]), tuple(d["lon_values"]), bool(d["periodic"]))
+        w = d.get("weights")
+        return cls(d["time"], d["lat"], d["lon"], tuple(d["lat_values"]), tuple(d["lon_values"]), bool(d["periodic"]),
+                   None if w is None else tuple(tuple(map(float, r)) for r in w), d.get("weighting", "cos(latitude)"))
 
     def check(self, other: Grid, what: str = "the data") -> None:
         """Raise if ``other`` is not this grid (same sizes and coordinates to 1e-4 degrees)."""
@@ -57,6 +75,19 @@ class Grid:
         """``cos(latitude)`` normalised to mean 1 over the grid's latitudes, ``(lat,)``."""
         w = np.cos(np.deg2rad(np.asarray(self.lat_values, dtype=np.float64))).clip(min=0)
         return w / w.mean()
+
+    def cell_weights(self) -> np.ndarray:
+        """``(lat, lon)`` area weights of the cells, mean 1: :attr:`weights` when the grid has them, else
+        :meth:`lat_weights` broadcast along longitude."""
+        if self.weights is not None:
+            return np.asarray(self.weights, dtype=np.float64)
+        return np.broadcast_to(self.lat_weights()[:, None], self.shape).copy()
+
+    def cropped(self, rows: int, cols: int) -> Grid:
+        """The grid of the first ``rows`` x ``cols`` cells."""
+        w = None if self.weights is None else tuple(r[:cols] for r in self.weights[:rows])
+        return dataclasses.replace(self, lat_values=self.lat_values[:rows], lon_values=self.lon_values[:cols],
+                                   weights=w)
 
 
 def _is_global(lon: np.ndarray) -> bool:
@@ -111,17 +142,24 @@ def canonical(ds: xr.Dataset, variables: Sequence[str] | None = None, levels: Se
     if len(t) > 1 and not all(a < b for a, b in zip(t[:-1], t[1:])):
         raise ValueError(f"time coordinate {time!r} is not strictly increasing (sort it or remove duplicates)")
     ds = ds.sortby(lat)
+    projected = is_projected(ds, lon) or is_projected(ds, lat)
+    rotated = is_rotated(ds, lat, lon)
     lon_vals = ds[lon].values.astype(np.float64)
-    wrapped = (lon_vals + 180.0) % 360.0 - 180.0 if (lon_vals < 0).any() else lon_vals % 360.0
-    if not np.array_equal(wrapped, lon_vals):
-        ds = ds.assign_coords({lon: (lon, wrapped.astype(ds[lon].dtype), ds[lon].attrs)})
+    if not (projected or rotated):  # geographic longitudes: one 360-degree range; x in metres, rlon stay as they are
+        wrapped = (lon_vals + 180.0) % 360.0 - 180.0 if (lon_vals < 0).any() else lon_vals % 360.0
+        if not np.array_equal(wrapped, lon_vals):
+            ds = ds.assign_coords({lon: (lon, wrapped.astype(ds[lon].dtype), ds[lon].attrs)})
     ds = ds.sortby(lon)
     lon_sorted = ds[lon].values.astype(np.float64)
     if len(np.unique(lon_sorted)) != len(lon_sorted):
         raise ValueError(f"longitude {lon!r} has duplicate values after wrapping into one 360-degree range")
+    weights, weighting = area_weights_of(ds, lat, lon)
     grid = Grid(time, lat, lon, tuple(map(float, ds[lat].values)), tuple(map(float, lon_sorted)),
-                _is_global(lon_sorted))
+                not (projected or rotated) and _is_global(lon_sorted),
+                None if weights is None else tuple(tuple(map(float, r)) for r in weights), weighting)
     return ds, grid
+
+
 
 
 def _origin(ds: xr.Dataset, channel: str) -> str:
@@ -204,6 +242,19 @@ def _cell_methods(text: str) -> list[tuple[list[str], list[str]]]:
         in_names = is_name
         depth += word.count("(") - word.count(")")
     return entries
+
+
+def grid_coords(ds: xr.Dataset, grid: Grid) -> dict[str, xr.DataArray]:
+    """The 2-D auxiliary coordinates on the grid's ``(lat, lon)`` dims (a rotated or curvilinear grid's true
+    latitude and longitude), for an output: the scores weight cells by them and readers can map the fields."""
+    out = {}
+    for name in ds.coords:
+        c = ds[name]
+        if c.ndim == 2 and set(map(str, c.dims)) == {grid.lat, grid.lon} and str(name) not in (grid.lat, grid.lon):
+            c = c.transpose(grid.lat, grid.lon).reset_coords(drop=True).copy()
+            c.attrs = output_attrs(c.attrs, [grid.lat, grid.lon])
+            out[str(name)] = c
+    return out
 
 
 def output_coord(ds: xr.Dataset, name: str) -> xr.DataArray:

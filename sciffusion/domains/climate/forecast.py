@@ -27,7 +27,7 @@ from ...diffusion import derive_seed
 from ...tasks.outputs import provenance, state_tensors
 from ...training.fit import TrainedRun, load_trained
 from .conventions import MEMBER_ATTRS, init_attrs, lead_coords
-from .fields import Grid, open_fields, output_attrs, output_coord, static_field, time_key
+from .fields import Grid, grid_coords, open_fields, output_attrs, output_coord, static_field, time_key
 from .levels import stack_levels
 from .sources import open_source
 from .stats import AR1, Climatology, bootstrap_normals, cycle_keys, years
@@ -153,12 +153,12 @@ class ForecastWindows(Dataset):
     ``ds`` may be lazily backed (netCDF/zarr, dask): each sample reads ``k + 1`` time steps."""
 
     def __init__(self, ds: xr.Dataset, variables: Sequence[str], time: str, ends: Sequence[int], keys: np.ndarray,
-                 when: np.ndarray, prep: Preprocess, lat_weights: np.ndarray, offsets: np.ndarray | None = None,
+                 when: np.ndarray, prep: Preprocess, weights: np.ndarray, offsets: np.ndarray | None = None,
                  forcings: Sequence[str] = ()) -> None:
         self.ds, self.variables, self.time, self.ends = ds, list(variables), time, list(ends)
         self.keys, self.when, self.prep, self.offsets = keys, when, prep, offsets
         self.forcings = list(forcings)
-        self.weight = torch.from_numpy(lat_weights.astype(np.float32))[None, :, None]
+        self.weight = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))[None]  # (1, H, W)
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -424,10 +424,12 @@ def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[s
     coords = {"init_time": ("init_time", np.asarray(st.times), init_attrs(ds[g.time].attrs)),
               **lead_coords(list(st.times), list(ds[g.time].values), L),
               "member": ("member", np.arange(M), MEMBER_ATTRS),
-              g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon)}
+              g.lat: output_coord(ds, g.lat), g.lon: output_coord(ds, g.lon),
+              **grid_coords(ds, g)}
     stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} sciffusion {__version__}"
     dims = ("init_time", "lead_time", "member", g.lat, g.lon)
     data_vars = {v: (dims, out[:, :, :, c], output_attrs(ds[v].attrs, dims)) for c, v in enumerate(st.variables)}
     history = f"{stamp} {source}: {note}" + ("\n" + ds.attrs["history"] if "history" in ds.attrs else "")
     return stack_levels(xr.Dataset(data_vars, coords=coords, attrs={
-        **ds.attrs, "history": history, "source": source, "sciffusion_task": "forecast", **(attrs or {})}))
+        **ds.attrs, "history": history, "source": source, "sciffusion_task": "forecast",
+        "sciffusion_area_weights": g.weighting, **(attrs or {})}))

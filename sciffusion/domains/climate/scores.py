@@ -19,14 +19,25 @@ import numpy as np
 import xarray as xr
 
 from ...metrics import crps_ensemble_np
-from .coords import find_axis
+from .coords import find_axis, is_projected, true_latitude
 
 MEMBER = "member"
 
 
 def area_weights(da: xr.DataArray | xr.Dataset) -> xr.DataArray:
-    """``cos(latitude)`` on ``da``'s latitude dim (found from CF attributes or the usual names)."""
+    """Cell area weights of ``da``'s grid: ``cos(latitude)`` on its latitude dim (found from CF attributes or the
+    usual names); on a rotated-pole or curvilinear grid, the cosine of its 2-D true latitude coordinate; uniform on a
+    projected x/y grid without one."""
     lat = find_axis(da, "latitude")
+    try:
+        lon: str | None = find_axis(da, "longitude")
+    except ValueError:  # already averaged over longitude: weights by latitude alone
+        lon = None
+    aux = None if lon is None else true_latitude(da, lat, lon)
+    if aux is not None:
+        return np.cos(np.deg2rad(da[aux])).clip(min=0).reset_coords(drop=True).rename("area_weight")
+    if lon is not None and (is_projected(da, lat) or is_projected(da, lon)):
+        return xr.ones_like(da[lat] * da[lon], dtype=np.float64).rename("area_weight")
     return np.cos(np.deg2rad(da[lat])).clip(min=0).rename("area_weight")
 
 

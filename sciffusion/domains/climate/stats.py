@@ -357,11 +357,13 @@ class LIM:
     resid_std: np.ndarray  # (D,) per-cell std of what the EOFs leave out
 
     @classmethod
-    def fit(cls, a: np.ndarray, lat_weights: np.ndarray, variance: float = 0.9, max_modes: int | None = None) -> LIM:
+    def fit(cls, a: np.ndarray, weights: np.ndarray, variance: float = 0.9, max_modes: int | None = None) -> LIM:
+        """Fit on anomalies ``(T, C, H, W)`` with area ``weights`` ``(H, W)`` (or ``(H,)`` latitude weights)."""
         T = a.shape[0]
         flat = a.reshape(T, -1)
         valid = np.isfinite(flat).all(0)
-        w = np.broadcast_to(lat_weights[None, :, None], a.shape[1:]).reshape(-1)[valid]
+        w2 = weights[:, None] if weights.ndim == 1 else weights
+        w = np.broadcast_to(w2[None], a.shape[1:]).reshape(-1)[valid]
         sqrt_w = np.sqrt(w)
         X = flat[:, valid] * sqrt_w
         _, s, vt = np.linalg.svd(X, full_matrices=False)

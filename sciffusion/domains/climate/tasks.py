@@ -172,7 +172,7 @@ class Forecast(Task):
         f_mean, f_std = forcing_stats(train.isel({grid.time: slice(0, T)}), forcings)
         prep = Preprocess(k, clim, ar1, anom_std, resid_std, static, masked=masked, forcing_mean=f_mean,
                           forcing_std=f_std)
-        w = grid.lat_weights()
+        w = grid.cell_weights()
         split = {"train": ends[:len(ends) - n_val], "val": ends[len(ends) - n_val:]}
         tr, va = (ForecastWindows(train, variables, grid.time, split[s], keys, when, prep, w, offsets, forcings)
                   for s in ("train", "val"))
@@ -313,7 +313,7 @@ class Downscale(Task):
                                   train.sizes[grid.time], f, grid.periodic, static, int(d.get("stats_chunk", 64)))
         T = train.sizes[grid.time]
         n_val = int(round(T * float(d["val_fraction"])))
-        w = grid.lat_weights()
+        w = grid.cell_weights()
         tr = DownscaleSamples(train, variables, grid.time, range(0, T - n_val), prep, w)
         va = DownscaleSamples(train, variables, grid.time, range(T - n_val, T), prep, w)
         dm = DiffusionDataModule(tr, va if n_val else None, batch_size=int(d["batch_size"]),
