@@ -898,7 +898,7 @@ def test_forcings_condition_each_step_on_the_given_field_at_its_valid_time(tmp_p
     base = forecast(run, ds, **kw)
     assert list(base.data_vars) == ["tas"]
     later = ds.copy(deep=True)
-    later["sst"][{"time": slice(82, None)}] = later["sst"][{"time": slice(82, None)}] + 5  # after 2006-10, the last valid
+    later["sst"][{"time": slice(82, None)}] = later["sst"][{"time": slice(82, None)}] + 5  # after 2006-10 (last valid)
     xr.testing.assert_identical(forecast(run, later, **kw).drop_attrs(), base.drop_attrs())
     at_valid = ds.copy(deep=True)
     at_valid["sst"][{"time": 78}] = at_valid["sst"][{"time": 78}] + 5  # 2006-07
@@ -1080,3 +1080,22 @@ def test_regional_grids_train_forecast_and_evaluate_through_the_cli(kind, tmp_pa
                  "--out", str(scores)]) == 0
     table = json.loads(scores.read_text())["tas"]
     assert all(np.isfinite(table[m][lead]["crps"]) for m in ("sciffusion", "lim") for lead in ("1", "2"))
+
+
+def test_a_forcing_missing_for_some_steps_is_a_one_line_error(tmp_path, capsys):
+    ds = forced_archive()
+    ds["sst"][{"time": 30}] = np.nan  # a step of the training period without its forcing
+    path = tmp_path / "gap.nc"
+    ds.to_netcdf(path)
+    assert main(["train", "forecast", "--data", str(path), "--train-period", "2000-01/2005-12", "--forcings", "sst",
+                 "--out", str(tmp_path / "run"), "--max-steps", "1", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "forcing 'sst' is missing (all NaN) at 2002-07-01" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    forced_archive().to_netcdf(tmp_path / "good.nc")
+    assert main(["train", "forecast", "--data", str(tmp_path / "good.nc"), "--train-period", "2000-01/2005-12",
+                 "--forcings", "sst", "--out", str(tmp_path / "r2"), "--max-steps", "1", *TINY]) == 0
+    later = forced_archive()
+    later["sst"][{"time": 80}] = np.nan  # a valid time of the forecast below (2006-09)
+    with pytest.raises(ValueError, match="forcing 'sst' is missing \\(all NaN\\) at 2006-09-01"):
+        forecast(tmp_path / "r2", later, init_period="2006-07/2006-08", leads=2, members=1)

@@ -121,6 +121,12 @@ def forcing_stats(ds: xr.Dataset, forcings: Sequence[str]) -> tuple[np.ndarray |
     them as condition channels; ``(None, None)`` without forcings. Lazy data are reduced chunk by chunk (dask)."""
     if not forcings:
         return None, None
+    time = ds[forcings[0]].dims[0]
+    for f in forcings:  # a step without its forcing would condition on zeros, silently
+        missing = ds[f].isnull().all([d for d in ds[f].dims if d != time]).values
+        if missing.any():
+            raise ValueError(f"forcing {f!r} is missing (all NaN) at {ds[time].values[int(np.argmax(missing))]} "
+                             f"({int(missing.sum())} step(s) of the training period)")
     mean = np.array([float(ds[f].mean(skipna=True)) for f in forcings])
     std = np.array([float(ds[f].std(skipna=True)) for f in forcings])
     bad = [f for f, m, s in zip(forcings, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
@@ -203,7 +209,13 @@ class Inits:
             raise ValueError(f"forcing(s) {self.forcings} are needed {lead} step(s) after the initial time "
                              f"{self.times[rows.index(max(rows))]}, past the end of the data ({last}); give data "
                              f"that hold the forcings over every valid time")
-        return field_array(self.ds.isel({self.grid.time: rows}), self.forcings)
+        out = field_array(self.ds.isel({self.grid.time: rows}), self.forcings)
+        empty = ~np.isfinite(out).any(axis=(2, 3))                      # (I, F): a forcing missing at that step
+        if empty.any():
+            i, f = map(int, np.argwhere(empty)[0])
+            raise ValueError(f"forcing {self.forcings[f]!r} is missing (all NaN) at "
+                             f"{self.ds[self.grid.time].values[rows[i]]}, a valid time of the forecast")
+        return out
 
     @property
     def times(self) -> list:
