@@ -1,6 +1,7 @@
 """Climate domain: ingestion, scores against reference libraries, fitted statistics, forecast files, the CLI."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -1099,3 +1100,36 @@ def test_a_forcing_missing_for_some_steps_is_a_one_line_error(tmp_path, capsys):
     later["sst"][{"time": 80}] = np.nan  # a valid time of the forecast below (2006-09)
     with pytest.raises(ValueError, match="forcing 'sst' is missing \\(all NaN\\) at 2006-09-01"):
         forecast(tmp_path / "r2", later, init_period="2006-07/2006-08", leads=2, members=1)
+
+
+def test_two_processes_under_torchrun_write_the_single_process_forecast(ostia_run, tmp_path):
+    """``torchrun --nproc-per-node 2 -m sciffusion.cli forecast ... --batch-inits 2``: the two processes (gloo)
+    make alternate batches of initial times and process 0 joins them; the file is the one-process forecast."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("zarr")
+    run, _ = ostia_run
+    verb = ["forecast", "--run", str(run), "--data", str(OSTIA), "--init-period", "2009-04/2009-09", "--leads", "2",
+            "--members", "3", "--batch-inits", "2", "--threads", "1"]  # one thread each: the same arithmetic
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+              "sciffusion.cli", "--"]
+    for cmd, name in ((launch + verb, "two.nc"), ([sys.executable, "-m", "sciffusion.cli", *verb], "one.nc")):
+        done = subprocess.run([*cmd, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    with xr.open_dataset(tmp_path / "two.nc") as a, xr.open_dataset(tmp_path / "one.nc") as b:
+        two, one = a.load(), b.load()
+    for ds in (two, one):
+        ds.attrs.pop("history", None)
+    xr.testing.assert_identical(two, one)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.nc", "two.nc"]  # the parts are gone
+
+
+def test_each_process_makes_every_world_size_th_batch():
+    from sciffusion.tasks.shards import Shard, current_shard
+
+    assert [i for i, _ in Shard(1, 3).mine("abcdefg")] == [1, 4]
+    assert [x for _, x in Shard(0, 1).mine("abc")] == ["a", "b", "c"]
+    assert current_shard() == Shard(0, 1)  # no launcher here

@@ -9,6 +9,7 @@ model is still training (calibration).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -146,9 +147,12 @@ class SamplingSpec:
 
 
 def resolve_device(spec: torch.device | str | None) -> torch.device:
-    """``auto`` (or None): CUDA when available, else CPU; anything else as torch reads it."""
+    """``auto`` (or None): CUDA when available (under a launcher, this process's GPU: ``LOCAL_RANK``), else CPU;
+    anything else as torch reads it."""
     if spec is None or (isinstance(spec, str) and spec == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     try:
         return torch.device(spec)
     except RuntimeError:

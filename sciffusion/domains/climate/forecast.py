@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from ..._version import __version__
 from ...diffusion import derive_seed
 from ...tasks.outputs import provenance, state_tensors
+from ...tasks.shards import Shard
 from ...training.fit import TrainedRun, load_trained
 from .conventions import MEMBER_ATTRS, init_attrs, lead_coords
 from .fields import Grid, grid_coords, open_fields, output_attrs, output_coord, static_field, time_key
@@ -407,11 +408,13 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
 
 
 def forecast_batches(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
-                     init_period: str | None = None, batch: int = 64, **options: Any) -> Iterator[xr.Dataset]:
-    """:func:`forecast` of the initial times in ``init_period``, ``batch`` initial times at a time (in order), so
-    that memory holds one batch's states and members, whatever the number of initial times; a member's values do
-    not depend on the batching (its seed comes from its initial time). Write them with
-    :func:`~sciffusion.tasks.outputs.write_in_batches`. ``options``: those of :func:`forecast`."""
+                     init_period: str | None = None, batch: int = 64, shard: Shard | None = None, **options: Any
+                     ) -> Iterator[tuple[int, xr.Dataset]]:
+    """``(batch number, forecast)`` of the initial times in ``init_period``, ``batch`` initial times at a time (in
+    order), so that memory holds one batch's states and members, whatever the number of initial times; a member's
+    values do not depend on the batching (its seed comes from its initial time). With ``shard`` (processes under
+    torchrun), only this process's batches. Write them with :func:`~sciffusion.tasks.shards.write_sharded`.
+    ``options``: those of :func:`forecast`."""
     if batch < 1:
         raise ValueError(f"the batch of initial times must be >= 1; got {batch}")
     run = load_trained(run, task="forecast")
@@ -422,8 +425,9 @@ def forecast_batches(run: TrainedRun | str | pathlib.Path, data: str | pathlib.P
     usable = [times[i] for i in chosen if i >= int(run.config["data"]["history"]) - 1]
     if not usable:
         raise ValueError(f"no initial time in {init_period!r} has the past states the model needs")
-    for lo in range(0, len(usable), batch):
-        yield forecast(run, data, init_times=usable[lo:lo + batch], **options)
+    chunks = [usable[lo:lo + batch] for lo in range(0, len(usable), batch)]
+    for i, chunk in (shard or Shard()).mine(chunks):
+        yield i, forecast(run, data, init_times=chunk, **options)
 
 
 def to_dataset(out: np.ndarray, st: Inits, source: str, note: str, attrs: dict[str, Any] | None = None

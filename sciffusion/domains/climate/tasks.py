@@ -10,7 +10,8 @@ import numpy as np
 
 from ...tasks.base import TASKS, Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
-from ...tasks.outputs import open_output, recorded_seed, report_scores, write_in_batches, write_netcdf
+from ...tasks.outputs import open_output, recorded_seed, report_scores, write_netcdf
+from ...tasks.shards import current_shard, write_sharded
 from ...training.checkpoint import source_label
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
@@ -196,14 +197,17 @@ class Forecast(Task):
         if layout not in LAYOUTS:  # before sampling, not after
             raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
         f = config["forecast"]
+        shard = current_shard()
         batches = forecast_batches(run, config["data"]["path"], init_period=f.get("init_period"),
                                    batch=int(f.get("batch_inits") or 64), leads=int(f["leads"]),
                                    members=int(f["members"]), seed=int(config["seed"]),
                                    sampling=config.get("sampling", {}), progress=True,
                                    normal_years=f.get("normal_years"),
-                                   normal_uncertainty=float(f.get("normal_uncertainty") or 0.0))
-        # One batch of initial times in memory at a time, appended to the output as it comes.
-        return write_in_batches((to_layout(b, layout) for b in batches), config["out"], INIT_DIM[layout])
+                                   normal_uncertainty=float(f.get("normal_uncertainty") or 0.0), shard=shard)
+        # One batch of initial times in memory at a time, appended to the output as it comes; under torchrun each
+        # process makes every WORLD_SIZE-th batch and process 0 joins them.
+        return write_sharded(((i, to_layout(b, layout)) for i, b in batches), config["out"], INIT_DIM[layout],
+                             shard)
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         e = config.get("evaluate", {})
