@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import pathlib
@@ -68,7 +69,8 @@ def write_in_batches(batches: Iterable[xr.Dataset], path: str | os.PathLike, dim
     store = path.parent / f".{path.name}.{os.getpid()}.tmp.zarr"
     try:
         first.to_zarr(store, mode="w")
-        for batch in [second, *it] if second is not None else []:
+        del first  # one batch in memory at a time: the rest are made as they are appended (not listed first)
+        for batch in itertools.chain([second] if second is not None else [], it):
             batch.drop_vars([v for v in batch.variables if dim not in batch[v].dims]).to_zarr(store, append_dim=dim)
         if is_zarr:
             old = path.parent / f".{path.name}.{os.getpid()}.old.zarr"
