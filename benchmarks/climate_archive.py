@@ -81,7 +81,8 @@ def main() -> None:
     ap.add_argument("--grid", type=int, nargs=2, default=[64, 128])
     ap.add_argument("--levels", type=int, nargs="+", default=[300, 500, 700, 850])
     ap.add_argument("--variables", type=int, default=3)
-    ap.add_argument("--inits", type=int, nargs="+", default=[50, 500], help="initial times to forecast")
+    ap.add_argument("--inits", type=int, nargs="+", default=[64, 640],
+                    help="initial times to forecast (multiples of the batch, 64, so every batch is the same size)")
     ap.add_argument("--steps", type=int, default=100, help="training steps")
     ap.add_argument("--child", nargs=3, metavar=("PHASE", "WORK", "INITS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
