@@ -13,7 +13,8 @@ from sciffusion import datasets
 from sciffusion.cli import main
 from sciffusion.domains.climate import Grid, canonical, crps_ensemble, open_fields, skill_spread, weighted_mean
 from sciffusion.domains.climate.evaluate import baseline_forecasts, truth_for
-from sciffusion.domains.climate.forecast import forecast, select_period
+from sciffusion.domains.climate.fields import select_period
+from sciffusion.domains.climate.forecast import forecast
 from sciffusion.domains.climate.scores import ensemble_scores, rank_histogram
 from sciffusion.domains.climate.stats import AR1, LIM, Climatology, choose_cycle, cycle_keys, years
 
@@ -439,7 +440,8 @@ def test_training_on_recent_normal_anomalies_is_the_forecast_default(tmp_path):
                  "--leads", "1", "--members", "2", "--out", str(fc)]) == 0
     assert xr.open_dataset(fc).attrs["sciffusion_normal_years"] == 1.0   # the run's normal unless overridden
     # the training windows take their anomalies from the recent normal of their initial time
-    from sciffusion.domains.climate.forecast import ForecastWindows, Preprocess, recent_normal
+    from sciffusion.domains.climate.forecast import recent_normal
+    from sciffusion.domains.climate.forecast_data import ForecastWindows, Preprocess
     from sciffusion.domains.climate.stats import cycle_keys, years
     from sciffusion.training.fit import load_trained
 

@@ -34,8 +34,7 @@ from ..._version import __version__
 from ...diffusion import derive_seed
 from ...tasks.outputs import provenance, state_tensors
 from ...training.fit import TrainedRun, load_trained
-from .fields import Grid, open_fields, output_attrs, output_coord, time_key
-from .forecast import field_array, select_period
+from .fields import Grid, field_array, open_fields, output_attrs, output_coord, select_period, time_key
 from .levels import stack_levels
 from .units import units_of
 

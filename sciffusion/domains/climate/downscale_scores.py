@@ -12,8 +12,7 @@ import xarray as xr
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
 from .downscale import DownscalePrep, coarse_input
-from .fields import Grid
-from .forecast import field_array
+from .fields import Grid, field_array
 from .levels import split_levels
 from .scores import ensemble_scores
 

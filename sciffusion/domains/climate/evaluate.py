@@ -21,8 +21,8 @@ import xarray as xr
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
 from .conventions import from_layout, to_internal, to_layout
-from .fields import open_fields, output_coord
-from .forecast import field_array, initial_states, normal_shifts, to_dataset, training_anomalies
+from .fields import field_array, open_fields, output_coord
+from .forecast import initial_states, normal_shifts, to_dataset, training_anomalies
 from .levels import split_levels, stack_levels
 from .scores import ensemble_scores, rank_histogram
 from .stats import LIM, same_time_of_year

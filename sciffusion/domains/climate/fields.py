@@ -263,3 +263,26 @@ def output_coord(ds: xr.Dataset, name: str) -> xr.DataArray:
     c = ds[name].reset_coords(drop=True).copy()
     c.attrs = output_attrs(c.attrs, [name])
     return c
+
+
+def field_array(ds: xr.Dataset, variables: Sequence[str]) -> np.ndarray:
+    """``(time, C, lat, lon)`` float64 from a canonical dataset (reads the selected steps only)."""
+    return np.stack([ds[v].values.astype(np.float64) for v in variables], axis=1)
+
+
+def select_period(ds: xr.Dataset, time: str, period: str | None, what: str = "period") -> xr.Dataset:
+    """``"1991-01/2015-12"``, ``":2009-12-31"`` or ``"2016/"`` (either end open) -> the matching time steps."""
+    if not period:
+        return ds
+    p = str(period).strip()
+    if "/" in p:
+        start, end = p.split("/", 1)
+    elif p.startswith(":") or p.endswith(":"):
+        start, end = p.split(":", 1) if p.startswith(":") else (p[:-1], "")
+    else:
+        start = end = p  # one year or month: all of it
+    out = ds.sel({time: slice(start or None, end or None)})
+    if out.sizes[time] == 0:
+        raise ValueError(f"{what} {period!r} selects no time steps (the data run from {ds[time].values[0]} to "
+                         f"{ds[time].values[-1]})")
+    return out

@@ -24,19 +24,9 @@ from .downscale import (
 )
 from .downscale_scores import evaluate_downscaling, format_downscale_table
 from .evaluate import BASELINES, evaluate_forecast, format_table, mean_over_leads, score_table, truth_for
-from .fields import open_fields
-from .forecast import (
-    ForecastWindows,
-    Preprocess,
-    field_array,
-    forcing_stats,
-    forecast,
-    forecast_batches,
-    normal_steps,
-    read_static,
-    recent_normal,
-    select_period,
-)
+from .fields import field_array, open_fields, select_period
+from .forecast import forecast, forecast_batches, normal_steps, recent_normal
+from .forecast_data import ForecastWindows, Preprocess, forcing_stats, read_static
 from .levels import split_levels
 from .stats import Climatology, cycle_keys, fit_anomaly_stats, years
 
