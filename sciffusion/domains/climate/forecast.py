@@ -153,6 +153,26 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
     return shift
 
 
+def init_indices(ds: xr.Dataset, time: str, init_period: str | None, history: int,
+                 init_times: Sequence[Any] | None = None) -> list[int]:
+    """Time indices of the initial times in ``init_period`` (or exactly ``init_times``) that have the ``history``
+    past states the model needs; an empty choice is a one-line error."""
+    times = ds[time].values
+    if init_times is not None:
+        pos = {t: i for i, t in enumerate(times)}
+        absent = [t for t in init_times if t not in pos]
+        if absent:
+            raise ValueError(f"initial time {absent[0]} is not in the data")
+        chosen = np.array([pos[t] for t in init_times], dtype=np.int64)
+    else:
+        chosen = select_period(ds.assign_coords(_i=(time, np.arange(len(times)))), time, init_period,
+                               "init-period")["_i"].values
+    index = [int(i) for i in chosen if i >= history - 1]
+    if not index:
+        raise ValueError(f"no initial time in {init_period!r} has the {history} past states the model needs")
+    return index
+
+
 def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_period: str | None,
                    normal_years: float = 0.0, init_times: Sequence[Any] | None = None) -> Inits:
     """The initial states in ``init_period`` (or exactly ``init_times``, values of the data's time coordinate).
@@ -169,19 +189,8 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     prep = Preprocess.from_run(run)
     times = ds[g.time].values
     keys, when = cycle_keys(times, prep.clim.kind), years(times)
-    if init_times is not None:
-        pos = {t: i for i, t in enumerate(times)}
-        absent = [t for t in init_times if t not in pos]
-        if absent:
-            raise ValueError(f"initial time {absent[0]} is not in the data")
-        chosen = np.array([pos[t] for t in init_times], dtype=np.int64)
-    else:
-        chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
-                               "init-period")["_i"].values
     k = prep.history
-    index = [int(i) for i in chosen if i >= k - 1]
-    if not index:
-        raise ValueError(f"no initial time in {init_period!r} has the {k} past states the model needs")
+    index = init_indices(ds, g.time, init_period, k, init_times)
     if normal_years < 0:
         raise ValueError(f"normal years must be >= 0; got {normal_years}")
     step_years = float(meta["step_years"])
@@ -273,11 +282,7 @@ def forecast_batches(run: TrainedRun | str | pathlib.Path, data: str | pathlib.P
     run = load_trained(run, task="forecast")
     ds, g = open_fields(data, run.metadata["variables"])
     times = ds[g.time].values
-    chosen = select_period(ds.assign_coords(_i=(g.time, np.arange(len(times)))), g.time, init_period,
-                           "init-period")["_i"].values
-    usable = [times[i] for i in chosen if i >= int(run.config["data"]["history"]) - 1]
-    if not usable:
-        raise ValueError(f"no initial time in {init_period!r} has the past states the model needs")
+    usable = [times[i] for i in init_indices(ds, g.time, init_period, int(run.config["data"]["history"]))]
     chunks = [usable[lo:lo + batch] for lo in range(0, len(usable), batch)]
     for i, chunk in (shard or Shard()).mine(chunks):
         yield i, forecast(run, data, init_times=chunk, **options)
