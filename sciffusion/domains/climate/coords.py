@@ -75,14 +75,21 @@ def is_rotated(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> bool:
     return a.get("standard_name") == "grid_latitude" or true_latitude(ds, lat, lon) is not None
 
 
-def area_weights_of(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> tuple[np.ndarray | None, str]:
-    """``(lat, lon)`` cell weights (mean 1) and what they are, for grids whose dims are not geographic latitude:
-    ``cos(true latitude)`` from a 2-D latitude coordinate, or uniform for a projected grid without one (equal-area
-    cells assumed, and said). ``(None, "cos(latitude)")`` for a latitude dim."""
+def grid_weights(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> tuple[xr.DataArray | None, str]:
+    """Cell weights on ``(lat, lon)`` (not normalised) and what they are, for grids whose dims are not geographic
+    latitude: ``cos(true latitude)`` from a 2-D latitude coordinate, or uniform for a projected grid without one
+    (equal-area cells assumed, and said). ``(None, "cos(latitude)")`` for a latitude dim: its cosine applies."""
     aux = true_latitude(ds, lat, lon)
     if aux is not None:
-        w = np.cos(np.deg2rad(ds[aux].transpose(lat, lon).values.astype(np.float64))).clip(min=0)
-        return w / w.mean(), f"cos(true latitude {aux!r})"
+        w = np.cos(np.deg2rad(ds[aux].astype(np.float64))).clip(min=0).reset_coords(drop=True)
+        return w.transpose(lat, lon), f"cos(true latitude {aux!r})"
     if is_projected(ds, lat) or is_projected(ds, lon):
-        return np.ones((ds.sizes[lat], ds.sizes[lon])), "uniform (projected grid without a 2-D latitude)"
+        ones = xr.DataArray(np.ones((ds.sizes[lat], ds.sizes[lon])), dims=(lat, lon))
+        return ones, "uniform (projected grid without a 2-D latitude)"
     return None, "cos(latitude)"
+
+
+def area_weights_of(ds: xr.Dataset | xr.DataArray, lat: str, lon: str) -> tuple[np.ndarray | None, str]:
+    """:func:`grid_weights` as a ``(lat, lon)`` array of mean 1 (a grid's stored weights)."""
+    w, what = grid_weights(ds, lat, lon)
+    return (None, what) if w is None else (w.values / float(w.mean()), what)

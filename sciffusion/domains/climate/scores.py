@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ...metrics import crps_ensemble_np
-from .coords import find_axis, is_projected, true_latitude
+from .coords import find_axis, grid_weights
 
 MEMBER = "member"
 
@@ -33,11 +33,9 @@ def area_weights(da: xr.DataArray | xr.Dataset) -> xr.DataArray:
         lon: str | None = find_axis(da, "longitude")
     except ValueError:  # already averaged over longitude: weights by latitude alone
         lon = None
-    aux = None if lon is None else true_latitude(da, lat, lon)
-    if aux is not None:
-        return np.cos(np.deg2rad(da[aux])).clip(min=0).reset_coords(drop=True).rename("area_weight")
-    if lon is not None and (is_projected(da, lat) or is_projected(da, lon)):
-        return xr.ones_like(da[lat] * da[lon], dtype=np.float64).rename("area_weight")
+    w = None if lon is None else grid_weights(da, lat, lon)[0]
+    if w is not None:
+        return w.rename("area_weight")
     return np.cos(np.deg2rad(da[lat])).clip(min=0).rename("area_weight")
 
 
