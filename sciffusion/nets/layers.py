@@ -57,7 +57,42 @@ class Conv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.wrap:
             x = pad_axes(x, self.wrap, self.periodic)
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            return self._batch_invariant(x)
         return self.conv(x)
+
+    def _batch_invariant(self, x: Tensor) -> Tensor:
+        """The convolution at inference on CPU: oneDNN takes another kernel (other rounding) for a batch of one than
+        for larger batches, so a batch of one runs as a batch of two and a sample's value does not depend on how many
+        were drawn with it (see :class:`Linear`). Not covered: with one thread, a 1x1 convolution also changes kernel
+        below 16 samples (a per-sample product would fix it at 1.4x the cost of a scenario batch)."""
+        if len(x) == 1:
+            return self.conv(x.expand(2, *x.shape[1:]))[:1]
+        return self.conv(x)
+
+
+ROWS = 64  # the row count of every matrix product at inference (see Linear)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` whose output for one sample does not depend on the rest of the batch at inference.
+
+    A matrix product's kernel, and so its rounding, is chosen by the product's shape: the same sample in a batch of 6
+    and in a batch of 18 can differ in the last bit, and a forecast made in batches of initial times (or on several
+    processes) would not be the one made in one piece. Without gradients, a ``(B, D)`` input is multiplied in blocks
+    of exactly :data:`ROWS` rows (the last one zero-padded) and a ``(B, N, D)`` input sample by sample, so every
+    product has a shape that does not depend on ``B``; in training it is a plain product. Same parameters and
+    state-dict keys as :class:`torch.nn.Linear`.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        product = super().forward
+        if torch.is_grad_enabled():
+            return product(x)
+        if x.ndim > 2:
+            return torch.cat([product(x[i:i + 1]) for i in range(len(x))])
+        blocks = [x[lo:lo + ROWS] for lo in range(0, len(x), ROWS)]
+        return torch.cat([product(F.pad(b, (0, 0, 0, ROWS - len(b))))[:len(b)] for b in blocks])
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
@@ -76,7 +111,7 @@ class NoiseEmbedding(nn.Module):
     def __init__(self, dim: int, features: int = 128) -> None:
         super().__init__()
         self.register_buffer("freqs", 2 * math.pi * torch.logspace(-4, 1, features // 2), persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(Linear(features, dim), nn.SiLU(), Linear(dim, dim))
 
     def forward(self, c_noise: Tensor) -> Tensor:
         a = c_noise.float()[:, None] * self.freqs[None]
@@ -91,7 +126,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1 = group_norm(c_in)
         self.conv1 = Conv(dims, c_in, c_out, 3, periodic=periodic)
-        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.emb = Linear(emb_dim, 2 * c_out)
         self.norm2 = group_norm(c_out)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = Conv(dims, c_out, c_out, 3, periodic=periodic, zero_init=True)
@@ -112,8 +147,8 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.norm = group_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
+        self.qkv = Linear(channels, 3 * channels)
+        self.proj = Linear(channels, channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import Attention, Conv, Downsample, NoiseEmbedding, ResBlock, Upsample, group_norm, pad_axes
+from .layers import Attention, Conv, Downsample, Linear, NoiseEmbedding, ResBlock, Upsample, group_norm, pad_axes
 
 
 class UNet(nn.Module):
@@ -29,12 +29,18 @@ class UNet(nn.Module):
         gradient_checkpointing: recompute blocks in the backward pass to save activation memory.
         zero_init: zero the output layer, so an untrained network outputs 0 (an EDM denoiser then returns
             ``c_skip * x``, and a residual model returns its baseline).
+        cond_embedding: also feed the condition, averaged over the spatial axes, through an MLP into the noise
+            embedding, so that every ResBlock's scale and shift depend on it. Concatenated channels enter the first
+            convolution additively; a condition that should change how the input channels relate to each other
+            (market scenarios: a correlation that rises in a crisis, a denoiser ``M(cond) x``) needs this
+            multiplicative path. Meant for conditions that are constant along the spatial axes.
     """
 
     def __init__(self, dims: int = 2, in_channels: int = 1, out_channels: int | None = None, cond_channels: int = 0,
                  channels: Sequence[int] = (64, 128, 256), num_res_blocks: int = 2,
                  attention_levels: Sequence[int] = (), head_dim: int = 32, dropout: float = 0.0,
-                 periodic: Sequence[bool] = (), gradient_checkpointing: bool = False, zero_init: bool = True) -> None:
+                 periodic: Sequence[bool] = (), gradient_checkpointing: bool = False, zero_init: bool = True,
+                 cond_embedding: bool = False) -> None:
         super().__init__()
         if dims not in (1, 2, 3):
             raise ValueError(f"dims must be 1, 2 or 3; got {dims}")
@@ -47,6 +53,10 @@ class UNet(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         emb_dim = 4 * channels[0]
         self.embed = NoiseEmbedding(emb_dim)
+        if cond_embedding and not cond_channels:
+            raise ValueError("cond_embedding needs cond_channels > 0")
+        self.cond_embed = (nn.Sequential(Linear(cond_channels, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
+                           if cond_embedding else None)
         self.conv_in = Conv(dims, in_channels + cond_channels, channels[0], 3, periodic=periodic)
 
         def res(ci, co):
@@ -106,6 +116,9 @@ class UNet(nn.Module):
         pad = [(0, -n % self.factor) for n in size]
         h = pad_axes(x, pad, self.periodic)
         emb = self.embed(c_noise)
+        if self.cond_embed is not None:
+            assert cond is not None  # checked above
+            emb = emb + self.cond_embed(cond.to(x.dtype).flatten(2).mean(2))
         h = self.conv_in(h)
         skips = [h]
         for blocks in self.down:

@@ -56,6 +56,9 @@ class NetConfig:
     dropout: float = 0.0  # dropout probability inside residual blocks
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
     zero_init: bool = True  # zero the output layer, so an untrained model returns its skip term (the baseline)
+    # also feed the (spatially averaged) condition into every block's scale/shift; None = off (multiplicative
+    # conditioning, for conditions constant along the axes, such as market scenarios' summaries of the past)
+    cond_embedding: bool | None = None
     # Set by the task from the data (given here only to override): spatial rank, channel counts, periodic axes.
     dims: int | None = None  # spatial dimensions of a sample: 1, 2 or 3
     in_channels: int | None = None  # channels of x
@@ -96,6 +99,8 @@ class TrainerConfig:
     grad_clip: float | None = 1.0  # gradient-norm clip (None: off)
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     val_every: int | None = 200  # optimizer steps between validation passes (None: at the end)
+    # optimizer steps between EMA snapshots that a task may choose from on a validation score (None: none kept)
+    snapshot_every: int | None = None
     progress: bool = True  # show Lightning's progress bar
 
 
