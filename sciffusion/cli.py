@@ -41,7 +41,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "normalizer": run["normalizer"] is not None,
         "task_state": sorted(run["state"]) if run["state"] is not None else [],
         "files": sorted(man["files"]),
-        "sampling": {k: cfg.get("sampling", {}).get(k) for k in ("sampler", "steps", "grid", "inflation")},
+        "sampling": {k: cfg.get("sampling", {}).get(k)
+                     for k in ("sampler", "steps", "grid", "inflation", "net_weight")},
     }
     if meta.get("distilled"):  # a few-step student: say what it is and of which run
         summary["distilled"] = meta["distilled"]

@@ -338,7 +338,8 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     Lightning (resuming ``config["out"]`` if it holds a checkpoint) and export the run directory with the task's
     ``metadata`` and ``state`` tensors. With ``sampling.fit_nfe`` set, the grid is fitted to the validation split
     first (rank 0, :func:`~sciffusion.training.sampling.fit_grid`) and stored. ``calibrate(module, sampling)`` (rank 0,
-    after training; ``sampling``: the settings so far, fitted grid included) may return
+    after training; ``sampling``: the settings so far, fitted grid included; it may load a snapshot's EMA weights,
+    :mod:`~sciffusion.training.snapshots`, into the module, and those are exported) may return
     ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
     chosen after training) and metadata."""
     model = _without_none(dict(config["model"]))
@@ -357,7 +358,7 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     trainer = fit(module, datamodule, config["out"], max_steps=t.max_steps, accelerator=t.accelerator,
                   devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
                   grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every, val_every=t.val_every,
-                  progress=t.progress, identity={"task": config.get("task"),
+                  snapshot_every=t.snapshot_every, progress=t.progress, identity={"task": config.get("task"),
                                                  # compiling or not is how a run trains, not what it is
                                                  "model": {k: v for k, v in model.items() if k != "compile"},
                                                  "data": data_fingerprint(_data_source(config["data"])),

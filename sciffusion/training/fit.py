@@ -29,6 +29,7 @@ from .data import DiffusionDataModule, dataset_length
 from .module import DiffusionModule
 from .normalizer import Normalizer
 from .sampling import SamplingSpec, sample_batched
+from .snapshots import Snapshots
 
 LAST = "checkpoints/last.ckpt"
 
@@ -75,13 +76,14 @@ def default_precision(accelerator: str) -> str:
 def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str | os.PathLike, *, max_steps: int,
         accelerator: str = "auto", devices: int | str | list[int] = "auto", strategy: str = "auto",
         num_nodes: int = 1, precision: str | None = None, grad_clip: float | None = 1.0, checkpoint_every: int = 200,
-        val_every: int | None = None, resume: bool = True, progress: bool = True,
+        val_every: int | None = None, snapshot_every: int | None = None, resume: bool = True, progress: bool = True,
         callbacks: list[L.Callback] | None = None, identity: dict[str, Any] | None = None) -> L.Trainer:
     """Train ``module`` on ``datamodule`` for ``max_steps`` optimizer steps, resuming from ``run_dir``'s last
     checkpoint when there is one (and ``resume``). ``identity`` (what defines the run: task, model, data) is stored
     in the run and a resume whose identity differs is refused (:func:`check_identity`). Devices, strategy (``"ddp"``
     for several GPUs or CPU processes),
-    nodes and precision go to :class:`lightning.Trainer`."""
+    nodes and precision go to :class:`lightning.Trainer`. ``snapshot_every``: keep the EMA weights every that many
+    steps (:mod:`~sciffusion.training.snapshots`)."""
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1; got {max_steps}")
     run = pathlib.Path(run_dir)
@@ -92,7 +94,9 @@ def fit(module: DiffusionModule, datamodule: DiffusionDataModule, run_dir: str |
         max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
         precision=cast(Any, precision or default_precision(accelerator)),  # a checked string, not a Literal
         gradient_clip_val=grad_clip,
-        callbacks=[StepCheckpoint(last, checkpoint_every), *(callbacks or [])], plugins=[SafeCheckpointIO()],
+        callbacks=[StepCheckpoint(last, checkpoint_every),
+                   *([Snapshots(run, snapshot_every)] if snapshot_every else []), *(callbacks or [])],
+        plugins=[SafeCheckpointIO()],
         logger=CSVLogger(run, name="logs"), enable_checkpointing=False, use_distributed_sampler=False,
         val_check_interval=val_every or max_steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(50, max(1, max_steps // 10)),

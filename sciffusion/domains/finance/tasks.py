@@ -54,7 +54,7 @@ class Scenarios(Task):
                  "val_days": 250, "batch_size": 64, "select_net_weight": True, "selection_paths": 16},
         "model": {"net": {"channels": [32, 64, 64], "num_res_blocks": 1}, "lr": 5e-4, "warmup_steps": 50,
                   "ema_half_life": 100.0, "cond_dropout": 0.1},
-        "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250},
+        "trainer": {"max_steps": 1000, "checkpoint_every": 250, "val_every": 250, "snapshot_every": 250},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "batch_size": 4096},
         "scenarios": {"origins": None, "every": 1, "paths": 200, "given": None},
@@ -158,7 +158,8 @@ class Scenarios(Task):
 
             y_val = np.stack([r.to_numpy()[e + 1:e + 1 + H] for e in val_ends])
             select = net_weight_selector(cond[len(ends) - n_windows:], y_val, to_returns, config["sampling"],
-                                         int(config["seed"]), paths=int(d.get("selection_paths", 16)))
+                                         int(config["seed"]), paths=int(d.get("selection_paths", 16)),
+                                         run_dir=config["out"], base=f"{copula.upper()}-GJR-t")
         return run_training(config, dm, net, meta, model.state_dict(), select)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
