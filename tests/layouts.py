@@ -24,10 +24,11 @@ def field_array(n_time: int, n_lev: int, lat: np.ndarray, n_lon: int, phase: np.
 
 
 def era5(start: str = "2000-01-01", periods: int = 120, levels=(1000, 850, 500), nlat: int = 9, nlon: int = 16,
-         seed: int = 0) -> tuple[xr.Dataset, dict]:
+         seed: int = 0, freq: str = "D") -> tuple[xr.Dataset, dict]:
     """The new Copernicus data store's ERA5 netCDF: ``valid_time`` (seconds since 1970), ``pressure_level`` in hPa,
-    latitude descending 90..-90, longitude 0..360, int16 packing, scalar ``number`` and per-time ``expver``."""
-    t = pd.date_range(start, periods=periods, freq="D")
+    latitude descending 90..-90, longitude 0..360, int16 packing, scalar ``number`` and per-time ``expver`` (a
+    string variable); ``freq`` "D" (daily) or "MS" (monthly means, stamped at the month's start)."""
+    t = pd.date_range(start, periods=periods, freq=freq)
     lat, lon = np.linspace(90, -90, nlat), np.arange(nlon) * (360 / nlon)
     temp = field_array(periods, len(levels), lat, nlon, 2 * np.pi * np.asarray(t.day_of_year) / 365.25, seed)
     t2m = temp[:, 0] + 2.0
@@ -101,6 +102,17 @@ def cmip6(start_year: int = 2000, months: int = 72, plev=(85000.0, 50000.0, 2500
     enc = {"time": {"units": "days since 1850-01-01", "calendar": "noleap"},
            "time_bnds": {"units": "days since 1850-01-01", "calendar": "noleap"}}
     return ds, enc
+
+
+def by_year(ds: xr.Dataset, enc: dict, stem, time: str) -> list:
+    """Write ``ds`` as one file per calendar year (``stem_2000.nc`` ...), as the Copernicus data store delivers a
+    long request; returns the paths."""
+    paths = []
+    for year, part in ds.groupby(f"{time}.year"):
+        p = f"{stem}_{year}.nc"
+        part.to_netcdf(p, encoding=enc)
+        paths.append(p)
+    return paths
 
 
 def split_by_time(ds: xr.Dataset, enc: dict, pieces: int, stem, time: str) -> list:

@@ -1,12 +1,14 @@
 """Climate archives as users download them: levels, several files, zarr stores, URLs, and their bad inputs."""
 
 import json
+import os
+import pathlib
 import warnings
 
 import numpy as np
 import pytest
 import xarray as xr
-from layouts import cmip6, era5, split_by_time, wb2
+from layouts import by_year, cmip6, era5, split_by_time, wb2
 
 from sciffusion.cli import main
 from sciffusion.domains.climate import open_fields
@@ -287,3 +289,95 @@ def test_time_step_kinds():
     assert time_step(pd.date_range("2000", periods=5, freq="QS").values) == ("months", 3)
     assert time_step(pd.date_range("2000", periods=5, freq="YS").values) == ("years", 1)
     assert time_step(np.array(["2000-01-01", "2000-01-02", "2000-01-05"], "datetime64[ns]"))[0] == "steps"
+
+
+# --- a Copernicus-style archive of yearly files, every verb, in a subprocess -------------------------------------
+@pytest.fixture(scope="module")
+def yearly_archive(tmp_path_factory):
+    """``tests/scripts/yearly_archive.py`` run as a subprocess: train, forecast in 3 batches and in one, evaluate,
+    a forcing, downscale and its evaluation on three yearly ERA5-layout files. Each batch of a forecast opened the
+    archive again, and two netCDF-C handles on one HDF5 file (with ERA5's string ``expver``) crashed the interpreter
+    at the second batch (SIGSEGV, exit -11): in a subprocess that is a failed test, not the end of pytest."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("dask")
+    pytest.importorskip("zarr")
+    out = tmp_path_factory.mktemp("yearly")
+    script = pathlib.Path(__file__).parent / "scripts" / "yearly_archive.py"
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return out
+
+
+def test_yearly_netcdf_archive_runs_every_verb_without_crashing(yearly_archive):
+    out = yearly_archive
+    with xr.open_dataset(out / "fc.nc") as a, xr.open_dataset(out / "fc_one.nc") as b:
+        batched, whole = a.load(), b.load()
+    assert batched.sizes["init_time"] == 12 and batched.sizes["lead_time"] == 2
+    np.testing.assert_array_equal(batched["init_time"].values, np.array(
+        [f"2002-{m:02d}-01" for m in range(1, 13)], dtype="datetime64[ns]"))
+    # three batches or one: the same coordinates and attributes, the same values to float32 rounding (the products'
+    # kernels may differ with the batch; see test_climate's batching test)
+    xr.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-4)
+    assert sorted(batched.coords) == sorted(whole.coords) and batched.attrs.keys() == whole.attrs.keys()
+    assert np.isfinite(batched["t"]).all() and "expver" not in batched.coords
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["t_850"]["sciffusion"]["1"]["crps"] > 0 and "persistence" in scores["t_850"]
+    with xr.open_dataset(out / "forced.nc") as f:
+        assert f.sizes["init_time"] == 9 and np.isfinite(f["t"]).all()
+    with xr.open_dataset(out / "down.nc") as d:
+        assert d.sizes["valid_time"] == 6 and np.isfinite(d["t2m"]).all()
+    assert json.loads((out / "down.json").read_text())["t2m"]["sciffusion"]["crps"] > 0
+
+
+def test_yearly_archive_under_torchrun_is_the_one_process_forecast(yearly_archive, tmp_path):
+    """Two processes (gloo) forecast alternate batches of initial times from the yearly files and process 0 joins
+    them: each process opens the archive once, and the file equals the one-process forecast."""
+    import subprocess
+    import sys
+
+    out = yearly_archive
+    verb = ["forecast", "--run", str(out / "run"), "--data", str(out / "era5_monthly_*.nc"), "--init-period",
+            "2002-01/2002-12", "--leads", "2", "--members", "2", "--batch-inits", "4", "--threads", "1"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+              "sciffusion.cli", "--"]
+    done = subprocess.run([*launch, *verb, "--out", str(tmp_path / "two.nc")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with xr.open_dataset(tmp_path / "two.nc") as a, xr.open_dataset(out / "fc.nc") as b:
+        two, one = a.load(), b.load()
+    xr.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-4)
+    assert two.sizes["init_time"] == 12
+
+
+def test_netcdf_reads_in_threads_beside_a_netcdf_writer_do_not_crash(tmp_path):
+    """dask's threads read the yearly files (through the one store per file and xarray's netCDF lock) while the
+    main thread writes netCDF files and reopens the source: no crash, the same values every time."""
+    import subprocess
+    import sys
+
+    ds, enc = era5("2000-01-01", periods=36, levels=(850,), freq="MS")
+    by_year(ds, enc, tmp_path / "era5", "valid_time")
+    code = f"""
+import concurrent.futures as cf, numpy as np, xarray as xr
+from sciffusion.domains.climate.sources import open_source
+pattern = {str(tmp_path / 'era5_*.nc')!r}
+first = open_source(pattern)
+want = first["t"].values
+def read(i):
+    src = open_source(pattern)
+    return float(np.abs(src["t"].isel(valid_time=slice(i % 30, i % 30 + 6)).values).sum())
+with cf.ThreadPoolExecutor(4) as pool:
+    jobs = [pool.submit(read, i) for i in range(40)]
+    for k in range(10):
+        xr.Dataset({{"x": ("t", np.arange(1000.0))}}).to_netcdf({str(tmp_path)!r} + f"/w{{k}}.nc")
+        open_source(pattern).close()
+    got = [j.result() for j in jobs]
+assert np.array_equal(open_source(pattern)["t"].values, want)
+assert got == [float(np.abs(want[i % 30:i % 30 + 6]).sum()) for i in range(40)]
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", f"exit {done.returncode}: {done.stderr[-3000:]}"

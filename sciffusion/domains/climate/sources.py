@@ -7,6 +7,16 @@ CMIP6 from a zarr store, or point at cloud storage. :func:`open_source` turns an
 levels; no overlapping or repeated times) and joined along time with dask, as ``open_mfdataset`` would, but with
 errors that name the files that disagree. Reading several files or a URL needs the ``climate`` extra (dask, zarr,
 fsspec); a URL needs its protocol's backend too (gcsfs for ``gs://``, s3fs for ``s3://``, aiohttp for ``https://``).
+
+A local netCDF file is opened once per process (:func:`netcdf_store`), however many times a command asks for the
+source (a forecast in batches, ``evaluate --nfe``, a Python session that forecasts twice). Two live netCDF-C handles
+on one HDF5 file crash the interpreter once one of them is closed and the file opened again: a Copernicus ERA5
+download (with its string ``expver`` coordinate) killed ``sciffusion forecast`` with SIGSEGV at its second batch of
+initial times (netcdf4-python issue 1444, xarray issue 8289). Everything that touches that handle, data reads from
+dask's threads, the metadata read when a dataset is made from it, and closing it, holds :data:`NETCDF_LOCK`:
+xarray's global netCDF-C + HDF5 lock (the one its netCDF writer takes), made reentrant so that it can be held around
+xarray's own calls. xarray locks data reads only, not the metadata it reads while opening: threads that opened the
+archive while others read it crashed (SIGSEGV or SIGBUS) in a test before the open took the lock too.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +105,83 @@ def _has_dask() -> bool:
     return True
 
 
+class ReentrantLock:
+    """A lock that the thread holding it may take again (a count per thread), over another lock. xarray's global
+    netCDF locks are plain locks; its file manager takes the store's lock inside calls around which this module
+    holds it too (opening a dataset), so the store's lock must be reentrant, and it must be xarray's lock underneath,
+    so that xarray's own netCDF writer and these reads exclude each other."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock, self._owner, self._depth = lock, None, 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return True
+        if not self._lock.acquire(blocking):
+            return False
+        self._owner, self._depth = me, 1
+        return True
+
+    def release(self) -> None:
+        if self._owner != threading.get_ident():
+            raise RuntimeError("release of a netCDF lock this thread does not hold")
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
+
+    def locked(self) -> bool:
+        return self._owner is not None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _the_netcdf_lock, ()  # a store sent to another process (dask.distributed) uses that process's lock
+
+
+def _xarray_netcdf_lock() -> Any:
+    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK, combine_locks
+
+    return combine_locks([NETCDFC_LOCK, HDF5_LOCK])
+
+
+NETCDF_LOCK = ReentrantLock(_xarray_netcdf_lock())  # every use of a netCDF source's handle (module docstring)
+
+
+def _the_netcdf_lock() -> ReentrantLock:
+    return NETCDF_LOCK
+_STORES: dict[str, tuple[tuple[int, int, int], Any]] = {}  # real path -> (file identity, its open store)
+_STORES_LOCK = threading.Lock()
+
+
+def netcdf_store(path: str) -> Any:
+    """The one open netCDF store (xarray's ``NetCDF4DataStore``) of the local file ``path`` in this process: every
+    dataset made from ``path`` shares its netCDF-C handle (see the module docstring). A file replaced or rewritten
+    since (another inode, size or modification time) gets a new store, its old handle closed first. The store reads
+    under :data:`NETCDF_LOCK`; closing a dataset made from it closes the handle, and the next read opens it again."""
+    from xarray.backends import NetCDF4DataStore
+
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _STORES_LOCK, NETCDF_LOCK:
+        held = _STORES.get(real)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        if held is not None:
+            del _STORES[real]
+            held[1].close()
+        store = NetCDF4DataStore.open(real, mode="r", lock=NETCDF_LOCK)
+        _STORES[real] = (stamp, store)
+        return store
+
+
 def open_one(s: str, chunks: dict[str, int] | None = None) -> xr.Dataset:
     """One netCDF file or zarr store (local or URL), lazily: values are read on demand (with dask when ``chunks``
     is given). CF decoding as xarray does it (packed int16 with scale_factor/add_offset becomes float; cftime for
@@ -111,7 +199,8 @@ def open_one(s: str, chunks: dict[str, int] | None = None) -> xr.Dataset:
         if is_url(s):
             fs = _fsspec(s)
             return xr.open_dataset(fs.open(s, "rb"), **kw)
-        return xr.open_dataset(s, **kw)
+        with NETCDF_LOCK:  # xarray reads the file's metadata here without a lock of its own
+            return xr.open_dataset(netcdf_store(s), **kw)
     except (OSError, ValueError, KeyError) as e:
         if isinstance(e, ValueError) and str(e).startswith(("reading ", "unknown URL")):
             raise
