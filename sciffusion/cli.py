@@ -13,6 +13,7 @@ import contextlib
 import json
 import pathlib
 import sys
+import warnings
 import zlib
 from typing import Any
 
@@ -248,7 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_plain_warning = warnings.formatwarning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """sciffusion's own warnings (a gap in time, a dropped column) as one line without the source line."""
+    if "sciffusion" in pathlib.PurePath(filename).parts:
+        return f"sciffusion: warning: {message}\n"
+    return _plain_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     try:
         parser = build_parser()
     except ImportError as e:  # a task plugin that does not import

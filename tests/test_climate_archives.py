@@ -288,7 +288,10 @@ def test_time_step_kinds():
     assert time_step(pd.date_range("2000", periods=5, freq="MS").values) == ("months", 1)
     assert time_step(pd.date_range("2000", periods=5, freq="QS").values) == ("months", 3)
     assert time_step(pd.date_range("2000", periods=5, freq="YS").values) == ("years", 1)
-    assert time_step(np.array(["2000-01-01", "2000-01-02", "2000-01-05"], "datetime64[ns]"))[0] == "steps"
+    # a daily record with two days missing is still daily; spacings that are no whole number of one step are not
+    assert time_step(np.array(["2000-01-01", "2000-01-02", "2000-01-05"], "datetime64[ns]")) == ("delta",
+                                                                                                 pd.Timedelta("1D"))
+    assert time_step(np.array(["2000-01-01", "2000-01-02", "2000-01-03T05"], "datetime64[ns]"))[0] == "steps"
 
 
 # --- a Copernicus-style archive of yearly files, every verb, in a subprocess -------------------------------------

@@ -39,19 +39,98 @@ _CLIMPRED_UNITS = (("days", "1D"), ("hours", "1h"), ("minutes", "1min"), ("secon
 
 def time_step(times: Sequence[Any]) -> tuple[str, Any]:
     """The data's step: ``("delta", timedelta)`` for a regular step under 28 days, ``("months", n)`` or
-    ``("years", n)`` for monthly or annual data (n steps of a month or year), else ``("steps", 1)``."""
+    ``("years", n)`` for monthly or annual data (n steps of a month or year), else ``("steps", 1)``. Gaps (missing
+    steps) do not change it: see :func:`calendar`."""
+    kind, step, _ = calendar(times)
+    return kind, step
+
+
+def calendar(times: Sequence[Any]) -> tuple[str, Any, np.ndarray]:
+    """The data's step (as :func:`time_step`) and the position ``(T,)`` of each time on the regular calendar of
+    that step, 0 for the first: ``0, 1, 3`` for 2003, 2004, 2006. The step is the most common spacing, and every
+    spacing must be a whole number of steps (a gap, or several); for monthly and annual data spacings are counted
+    in calendar months and years, each within 3.1 days per month or year of its length. Anything else, times out
+    of order included, is ``("steps", 1)`` with positions ``0, 1, 2, ...`` (no gap can be told)."""
     t = list(times)
+    plain = ("steps", 1, np.arange(len(t), dtype=np.int64))
     if len(t) < 2:
-        return "steps", 1
+        return plain
     d = [_as_timedelta(b - a) for a, b in zip(t[:-1], t[1:])]
-    if all(x == d[0] for x in d) and d[0] < 28 * _DAY:
-        return "delta", d[0]
+    if any(x <= datetime.timedelta(0) for x in d):
+        return plain
+    base = _most_common(d)
+    if base < 28 * _DAY and all(x % base == datetime.timedelta(0) for x in d):
+        return "delta", base, np.concatenate([[0], np.cumsum([x // base for x in d])]).astype(np.int64)
     days = np.array([x / _DAY for x in d])
-    for unit, length in (("years", 365.25), ("months", 30.44)):
-        n = np.rint(np.median(days) / length)
-        if n >= 1 and np.all(np.abs(days - n * length) <= 3.1 * n):
-            return unit, int(n)
-    return "steps", 1
+    months = np.diff(np.array([_month_number(x) for x in t], dtype=np.int64))
+    for unit, per, length in (("years", 12, 365.25), ("months", 1, 30.44)):
+        if np.any(months % per):
+            continue
+        units_apart = months // per
+        n = int(_most_common(list(units_apart)))
+        if n < 1 or np.any(units_apart % n) or np.any(units_apart < 1):
+            continue
+        k = units_apart // n
+        if np.all(np.abs(days - k * n * length) <= 3.1 * k * n):
+            return unit, n, np.concatenate([[0], np.cumsum(k)]).astype(np.int64)
+    return plain
+
+
+def _most_common(values: Sequence[Any]) -> Any:
+    """The most frequent value (the smallest among equally frequent ones)."""
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    top = max(counts.values())
+    return min(v for v, c in counts.items() if c == top)
+
+
+def _month_number(t: Any) -> int:
+    """Months since year 0 of a numpy or cftime time."""
+    if isinstance(t, np.datetime64):
+        ts = pd.Timestamp(t)
+        return ts.year * 12 + ts.month - 1
+    return int(t.year) * 12 + int(t.month) - 1
+
+
+def gaps(times: Sequence[Any]) -> list[tuple[int, int]]:
+    """``(i, missing)`` for every gap: ``missing`` steps of the data's calendar are absent between ``times[i]``
+    and ``times[i + 1]``."""
+    _, _, pos = calendar(times)
+    jumps = np.diff(pos)
+    return [(int(i), int(jumps[i] - 1)) for i in np.flatnonzero(jumps > 1)]
+
+
+def describe_gaps(times: Sequence[Any], what: str = "the data") -> str | None:
+    """One line naming the gaps in ``times`` (the first three), or None when there is none."""
+    found = gaps(times)
+    if not found:
+        return None
+    t = list(times)
+    parts = [f"{missing} step{'s' if missing > 1 else ''} missing between {_label(t[i])} and {_label(t[i + 1])}"
+             for i, missing in found[:3]]
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return (f"{what} have {len(found)} gap{'s' if len(found) > 1 else ''} in time ({'; '.join(parts)}{more}): "
+            f"leads count calendar steps, and no training window, history or truth is taken across a gap")
+
+
+def _label(t: Any) -> str:
+    iso = t.isoformat() if hasattr(t, "isoformat") else str(pd.Timestamp(t).isoformat())
+    return str(iso).replace(" ", "T")[:19].removesuffix("T00:00:00")
+
+
+def steps_after(pos: np.ndarray, rows: Sequence[int], lead: int) -> np.ndarray:
+    """The row of the time ``lead`` calendar steps after each of ``rows`` (``pos``: :func:`calendar`
+    positions), or -1 where that time is not in the data (a gap, or past its end)."""
+    want = pos[np.asarray(rows, dtype=np.int64)] + lead
+    at = np.searchsorted(pos, want).clip(max=len(pos) - 1)
+    return np.where(pos[at] == want, at, -1)
+
+
+def contiguous(pos: np.ndarray, last: int, n: int) -> bool:
+    """Whether the ``n`` rows ending at row ``last`` are ``n`` consecutive calendar steps (no gap among them)."""
+    first = last - n + 1
+    return first >= 0 and int(pos[last] - pos[first]) == n - 1
 
 
 def _as_timedelta(x: Any) -> datetime.timedelta:

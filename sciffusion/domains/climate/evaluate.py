@@ -13,6 +13,7 @@ forecast, and every forecast is scored by the same :func:`~.scores.ensemble_scor
 from __future__ import annotations
 
 import pathlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import xarray as xr
 
 from ...metrics import diebold_mariano, newey_west_lag
 from ...training.fit import TrainedRun, load_trained
-from .conventions import from_layout, to_internal, to_layout
+from .conventions import calendar, from_layout, steps_after, to_internal, to_layout
 from .fields import field_array, open_fields, output_coord
 from .forecast import initial_states, normal_shifts, to_dataset, training_anomalies
 from .levels import split_levels, stack_levels
@@ -43,7 +44,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
     unknown = set(which) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {BASELINES}")
-    a_train, keys_train, when_train = training_anomalies(run, st)
+    a_train, keys_train, when_train, breaks = training_anomalies(run, st)
     a0 = st.a_hist[:, -1]                                   # (I, C, H, W)
     I, C, H, W = a0.shape
     valid = np.isfinite(a0)
@@ -68,7 +69,7 @@ def baseline_forecasts(run: TrainedRun | str | pathlib.Path, data, *, init_perio
             an = np.stack([ar1.mean(a0m, lead) + ar1.std(lead) * rng.standard_normal((I, members, C, H, W))
                            for lead in range(1, leads + 1)], axis=1)
         else:
-            lim = LIM.fit(a_train, st.grid.cell_weights())
+            lim = LIM.fit(a_train, st.grid.cell_weights(), breaks=breaks)
             an = np.stack([lim.ensemble(np.nan_to_num(a0m[i] if shift is not None else a0[i]), leads, members, rng)
                            for i in range(I)])
             an = an.transpose(0, 2, 1, 3, 4, 5)                                   # (I, L, M, C, H, W)
@@ -90,19 +91,27 @@ def truth_for(fc: xr.Dataset, data: str | pathlib.Path | xr.Dataset) -> xr.Datas
     variables = [str(v) for v in flat.data_vars]
     ds, g = open_fields(data, variables, units={v: flat[v].attrs.get("units") for v in variables})
     times = list(ds[g.time].values)
-    pos = {t: i for i, t in enumerate(times)}
-    missing = [t for t in flat["init_time"].values if t not in pos]
+    row_of = {t: i for i, t in enumerate(times)}
+    missing = [t for t in flat["init_time"].values if t not in row_of]
     if missing:
         raise ValueError(f"{len(missing)} initial time(s) of the forecast are not in the data (first: {missing[0]})")
     I, L = flat.sizes["init_time"], flat.sizes["lead_time"]
-    want = {(a, b): pos[t0] + int(step) for a, t0 in enumerate(flat["init_time"].values)
-            for b, step in enumerate(flat["lead_time"].values)}  # leads in steps of the data
-    rows = sorted({j for j in want.values() if j < len(times)})  # read the valid times only, not the archive
+    pos = calendar(times)[2]  # leads count calendar steps: a valid time in a gap has no truth (NaN), as past the end
+    inits = [row_of[t0] for t0 in flat["init_time"].values]
+    steps = [int(step) for step in flat["lead_time"].values]  # leads in steps of the data
+    at = [steps_after(pos, inits, step) for step in steps]
+    want = {(a, b): int(at[b][a]) for a in range(I) for b in range(L)}
+    in_gap = [(flat["init_time"].values[a], steps[b]) for (a, b), j in want.items()
+              if j < 0 and pos[inits[a]] + steps[b] <= pos[-1]]
+    if in_gap:
+        warnings.warn(f"{len(in_gap)} (initial time, lead) pair(s) have their truth in a gap in time and are not "
+                      f"scored (first: {str(in_gap[0][0])[:19]} at lead {in_gap[0][1]})")
+    rows = sorted({j for j in want.values() if j >= 0})  # read the valid times only, not the archive
     x = field_array(ds.isel({g.time: rows}), variables) if rows else None
     row = {j: r for r, j in enumerate(rows)}
     out = np.full((I, L, len(variables), *g.shape), np.nan)
     for (a, b), j in want.items():
-        if x is not None and j in row:
+        if x is not None and j >= 0:
             out[a, b] = x[row[j]]
     dims = ("init_time", "lead_time", g.lat, g.lon)
     truth = xr.Dataset({v: (dims, out[:, :, c], ds[v].attrs) for c, v in enumerate(variables)},

@@ -8,6 +8,8 @@ spacing is *global* (the U-Net then wraps around in longitude); any other grid i
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .conventions import describe_gaps
 from .coords import (  # noqa: F401 (re-exported)
     LAT_NAMES,
     LON_NAMES,
@@ -29,6 +32,10 @@ from .coords import (  # noqa: F401 (re-exported)
 from .levels import is_vertical, level_of, split_levels
 from .sources import Source, open_source
 from .units import to_units
+
+
+class GapWarning(UserWarning):
+    """The data miss steps of their own calendar (a year, a month, a day of a 6-hourly record)."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +206,15 @@ def open_fields(data: Source | xr.Dataset, variables: Sequence[str] | None = Non
     Nothing is read into memory here; samples are read on demand. ``chunks`` (e.g. ``{"time": 64}``) opens with dask
     when it is installed, for reductions over archives larger than memory. ``units`` (``{variable: CF units}``,
     e.g. a run's) converts each variable to those units (:func:`~.units.to_units`: degC to K, hPa to Pa...) and
-    refuses, naming it, one whose units measure something else.
+    refuses, naming it, one whose units measure something else. Gaps in time (missing steps of the data's
+    calendar, :func:`~.conventions.calendar`) are named in one warning, once per source and process.
     """
     ds, grid = canonical(open_source(data, chunks), variables, levels)
+    named = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)] \
+        if not isinstance(data, xr.Dataset) else []
+    gap = describe_gaps(ds[grid.time].values, f"the data ({', '.join(named)})" if named else "the data")
+    if gap:
+        warnings.warn(gap, GapWarning)  # from this line: printed once per message and process
     if units:
         ds = to_units(ds, units, "the data" if isinstance(data, xr.Dataset) else str(data))
     return ds, grid

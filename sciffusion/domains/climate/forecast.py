@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from ...diffusion import derive_seed
 from ...tasks.outputs import provenance
 from ...tasks.shards import Shard
 from ...training.fit import TrainedRun, load_trained
-from .conventions import MEMBER_ATTRS, init_attrs, lead_coords
+from .conventions import MEMBER_ATTRS, calendar, contiguous, init_attrs, lead_coords, steps_after
 from .fields import Grid, field_array, grid_coords, open_fields, output_attrs, output_coord, select_period, time_key
 from .forecast_data import ForecastWindows, Preprocess, forcing_stats, read_static  # noqa: F401 (re-exported)
 from .levels import stack_levels
@@ -50,20 +51,22 @@ class Inits:
     offset: np.ndarray | None = None  # (I, C, H, W) recent normal: mean anomaly of the years up to each initial time
     normal_years: float = 0.0
     forcings: list[str] = field(default_factory=list)  # given fields the run is conditioned on (``--forcings``)
+    pos: np.ndarray | None = None  # (T,) calendar position of every time step of ds (:func:`~.conventions.calendar`)
 
     def forcing_at(self, lead: int) -> np.ndarray | None:
-        """``(I, F, H, W)`` forcings at the valid time ``lead`` steps after each initial time, read from the data
-        (which must reach that far: a forcing is given, not forecast); None without forcings."""
+        """``(I, F, H, W)`` forcings at the valid time ``lead`` calendar steps after each initial time, read from
+        the data (which must hold it: a forcing is given, not forecast); None without forcings."""
         if not self.forcings:
             return None
-        rows = [i + lead for i in self.index]
-        n = self.ds.sizes[self.grid.time]
-        if max(rows) >= n:
+        pos = self.pos if self.pos is not None else np.arange(self.ds.sizes[self.grid.time])
+        rows = steps_after(pos, self.index, lead)
+        if (rows < 0).any():
+            t0 = self.times[int(np.argmax(rows < 0))]
             last = self.ds[self.grid.time].values[-1]
-            raise ValueError(f"forcing(s) {self.forcings} are needed {lead} step(s) after the initial time "
-                             f"{self.times[rows.index(max(rows))]}, past the end of the data ({last}); give data "
+            raise ValueError(f"forcing(s) {self.forcings} are needed {lead} step(s) after the initial time {t0}, "
+                             f"a time the data do not hold (a gap in time, or past their end at {last}); give data "
                              f"that hold the forcings over every valid time")
-        out = field_array(self.ds.isel({self.grid.time: rows}), self.forcings)
+        out = field_array(self.ds.isel({self.grid.time: rows.tolist()}), self.forcings)
         empty = ~np.isfinite(out).any(axis=(2, 3))                      # (I, F): a forcing missing at that step
         if empty.any():
             i, f = map(int, np.argwhere(empty)[0])
@@ -111,9 +114,10 @@ def recent_normal(anomalies: np.ndarray, index: Sequence[int], steps: int) -> np
         return np.where(cnt[hi] > cnt[lo], (csum[hi] - csum[lo]) / (cnt[hi] - cnt[lo]), np.nan)
 
 
-def training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The run's training-period anomalies in ``st``'s data ``(T, C, H, W)`` with their cycle keys and fractional
-    years (from the recent normal when ``st`` has one); the baselines and the normal's bootstrap fit on them."""
+def training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The run's training-period anomalies in ``st``'s data ``(T, C, H, W)`` with their cycle keys, fractional
+    years (from the recent normal when ``st`` has one) and ``(T - 1,)`` breaks (True where two neighbours are not
+    consecutive calendar steps: a gap in time); the baselines and the normal's bootstrap fit on them."""
     start, end = run.metadata["train_period"]
     ds = st.ds
     t = ds[st.grid.time].values
@@ -125,7 +129,8 @@ def training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarr
     a = x - st.prep.clim.at(keys, when)
     if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
         a = a - recent_normal(a, range(len(a)), normal_steps(st.normal_years, st.step_years))
-    return a, keys, when
+    pos = st.pos if st.pos is not None else np.arange(len(t))
+    return a, keys, when, np.diff(pos[idx]) > 1
 
 
 def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: float, seed: int
@@ -140,7 +145,7 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
     if st.normal_years:
         raise ValueError("normal uncertainty perturbs the run's climatology, which a recent normal replaces: "
                          "use one or the other")
-    a_train, keys_train, when_train = training_anomalies(run, st)
+    a_train, keys_train, when_train, _ = training_anomalies(run, st)
     block = max(1, int(round(float(normal_uncertainty) / st.step_years)))
     if block > len(a_train):
         raise ValueError(f"normal uncertainty blocks of {normal_uncertainty:g} years are longer than the training "
@@ -156,7 +161,9 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
 def init_indices(ds: xr.Dataset, time: str, init_period: str | None, history: int,
                  init_times: Sequence[Any] | None = None) -> list[int]:
     """Time indices of the initial times in ``init_period`` (or exactly ``init_times``) that have the ``history``
-    past states the model needs; an empty choice is a one-line error."""
+    past states the model needs, as consecutive steps of the data's calendar: an initial time whose history falls
+    in a gap in time is skipped, and the skipped ones are named in one warning. An empty choice is a one-line
+    error."""
     times = ds[time].values
     if init_times is not None:
         pos = {t: i for i, t in enumerate(times)}
@@ -167,7 +174,12 @@ def init_indices(ds: xr.Dataset, time: str, init_period: str | None, history: in
     else:
         chosen = select_period(ds.assign_coords(_i=(time, np.arange(len(times)))), time, init_period,
                                "init-period")["_i"].values
-    index = [int(i) for i in chosen if i >= history - 1]
+    pos = calendar(times)[2]
+    index = [int(i) for i in chosen if contiguous(pos, int(i), history)]
+    across = [times[i] for i in chosen if i >= history - 1 and not contiguous(pos, int(i), history)]
+    if across:
+        warnings.warn(f"{len(across)} initial time(s) skipped: their {history} past states cross a gap in time "
+                      f"({', '.join(str(t)[:19] for t in across[:4])}{' ...' if len(across) > 4 else ''})")
     if not index:
         raise ValueError(f"no initial time in {init_period!r} has the {history} past states the model needs")
     return index
@@ -205,7 +217,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
         offset = recent_normal(anomalies, local, steps)
         a_hist = a_hist - offset[:, None]
     return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years),
-                 forcings)
+                 forcings, calendar(times)[2])
 
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,

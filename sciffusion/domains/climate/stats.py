@@ -313,12 +313,13 @@ class AR1:
         return np.sqrt(self.var * (1 - self.phi ** (2 * lead)))
 
 
-def fit_anomaly_stats(read: Callable[[int, int], np.ndarray], T: int, chunk: int = 64
-                      ) -> tuple[AR1, np.ndarray, np.ndarray, bool]:
+def fit_anomaly_stats(read: Callable[[int, int], np.ndarray], T: int, chunk: int = 64,
+                      breaks: np.ndarray | None = None) -> tuple[AR1, np.ndarray, np.ndarray, bool]:
     """One streamed pass over anomalies ``read(lo, hi) -> (n, C, H, W)``: the per-cell :class:`AR1`, the
     per-channel RMS anomaly ``(C,)``, the per-channel RMS of the AR(1) residual ``a[t+1] - phi a[t]`` ``(C,)`` and
     whether any cell is missing. The residual needs ``phi`` first; its sum of squares per cell is
-    ``S11 - 2 phi S01 + phi^2 S00`` over the valid pairs, so one pass is enough."""
+    ``S11 - 2 phi S01 + phi^2 S00`` over the valid pairs, so one pass is enough. ``breaks`` ``(T - 1,)``: True
+    where steps ``t`` and ``t + 1`` are not consecutive (a gap in time); those pairs are left out."""
     s00 = s01 = s11 = npair = sq = nval = None
     prev = None
     masked = False
@@ -331,6 +332,9 @@ def fit_anomaly_stats(read: Callable[[int, int], np.ndarray], T: int, chunk: int
         seq = a if prev is None else np.concatenate([prev, a])
         x0, x1 = seq[:-1], seq[1:]
         ok = np.isfinite(x0) & np.isfinite(x1)
+        if breaks is not None:  # pair j of this chunk is the step from row first + j to the next
+            first = lo - (0 if prev is None else 1)
+            ok &= ~breaks[first:first + len(x0)][:, None, None, None]
         parts = [np.where(ok, v, 0).sum(0) for v in (x0 * x0, x0 * x1, x1 * x1)] + [ok.sum(0)]
         s00, s01, s11, npair = parts if s00 is None else [t + p for t, p in zip((s00, s01, s11, npair), parts)]
         prev = a[-1:]
@@ -357,8 +361,11 @@ class LIM:
     resid_std: np.ndarray  # (D,) per-cell std of what the EOFs leave out
 
     @classmethod
-    def fit(cls, a: np.ndarray, weights: np.ndarray, variance: float = 0.9, max_modes: int | None = None) -> LIM:
-        """Fit on anomalies ``(T, C, H, W)`` with area ``weights`` ``(H, W)`` (or ``(H,)`` latitude weights)."""
+    def fit(cls, a: np.ndarray, weights: np.ndarray, variance: float = 0.9, max_modes: int | None = None,
+            breaks: np.ndarray | None = None) -> LIM:
+        """Fit on anomalies ``(T, C, H, W)`` with area ``weights`` ``(H, W)`` (or ``(H,)`` latitude weights);
+        ``breaks`` ``(T - 1,)``: True where steps ``t`` and ``t + 1`` are not consecutive (a gap in time), pairs
+        left out of the lag covariances."""
         T = a.shape[0]
         flat = a.reshape(T, -1)
         valid = np.isfinite(flat).all(0)
@@ -372,8 +379,10 @@ class LIM:
         K = min(K, max_modes or max(1, T // 5), len(s))
         eofs = vt[:K]
         P = X @ eofs.T                                      # (T, K)
-        C0 = P[:-1].T @ P[:-1] / (T - 1)
-        C1 = P[1:].T @ P[:-1] / (T - 1)
+        keep = np.ones(T - 1, bool) if breaks is None else ~np.asarray(breaks, bool)
+        P0, P1 = P[:-1][keep], P[1:][keep]
+        C0 = P0.T @ P0 / len(P0)
+        C1 = P1.T @ P0 / len(P0)
         A = C1 @ np.linalg.pinv(C0)
         Q = C0 - A @ C0 @ A.T
         evals, evecs = np.linalg.eigh((Q + Q.T) / 2)

@@ -15,7 +15,7 @@ from ...tasks.shards import current_shard, write_sharded
 from ...training.checkpoint import source_label
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from .conventions import INIT_DIM, LAYOUTS, to_internal, to_layout
+from .conventions import INIT_DIM, LAYOUTS, calendar, contiguous, to_internal, to_layout
 from .downscale import (
     DownscaleSamples,
     crop_to_factor,
@@ -131,7 +131,10 @@ class Forecast(Task):
         times = train[grid.time].values
         # Statistics in streamed chunks of the time axis: the training period never has to fit in memory.
         chunk = int(d.get("stats_chunk", 64))
-        ends = list(range(k - 1, len(times) - 1))
+        pos = calendar(times)[2]  # windows of k + 1 consecutive calendar steps: none straddles a gap in time
+        ends = [t for t in range(k - 1, len(times) - 1) if contiguous(pos, t + 1, k + 1)]
+        if not ends:
+            raise ValueError(f"no {k + 1} consecutive time steps in the training period (gaps in time)")
         n_val = int(round(len(ends) * float(d["val_fraction"])))
         # With holdout_stats the statistics leave the validation tail out too, so the calibration windows carry the
         # same out-of-sample error (an extrapolated trend, a drifting climatology) as real forecasts will.
@@ -156,7 +159,7 @@ class Forecast(Task):
                 return recent[lo:hi]
             return read(lo, hi) - clim.at(keys[lo:hi], when[lo:hi])
 
-        ar1, anom_std, resid_std, masked = fit_anomaly_stats(anomalies_of, T, chunk)
+        ar1, anom_std, resid_std, masked = fit_anomaly_stats(anomalies_of, T, chunk, breaks=np.diff(pos) > 1)
         if not (np.isfinite(resid_std).all() and (resid_std > 0).all()):
             raise ValueError(f"a variable of {variables} is constant or empty over the training period")
         static = read_static(d, grid)
