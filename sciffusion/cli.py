@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import pathlib
 import sys
+import tempfile
 import warnings
 import zlib
 from typing import Any
@@ -98,9 +100,31 @@ def _leaves(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def check_outputs(config: dict[str, Any], kind: str) -> None:
+def check_writable(out: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output that cannot be written: for a command that names the files it writes
+    (``suffixes``), another suffix or a directory (but a ``.zarr`` store); for every command, a place where nothing
+    can be created (``/sys/x.nc``, a read-only folder). The message names the path the user gave."""
+    path = pathlib.Path(out)
+    if suffixes and not any(out.lower().endswith(s) for s in suffixes):
+        raise ValueError(f"cannot write {out}: this command writes {' or '.join(suffixes)} files")
+    if suffixes and path.is_dir() and path.suffix != ".zarr":  # a command that writes a file (not a folder of them)
+        raise ValueError(f"cannot write {out}: it is a directory")
+    folder = path.absolute().parent
+    while not folder.exists():  # the writer creates missing folders: probe the nearest one that exists
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write {out}: {e.strerror or e} in {folder}") from None
+
+
+def check_outputs(config: dict[str, Any], kind: str, suffixes: tuple[str, ...] = ()) -> None:
     """Refuse an output that is one of the command's inputs, or (for sampling and evaluation) inside the run
-    directory: ``sciffusion forecast --data X.nc --out X.nc`` would overwrite the archive it reads."""
+    directory: ``sciffusion forecast --data X.nc --out X.nc`` would overwrite the archive it reads; and (sampling
+    and evaluation) an output that cannot be written (:func:`check_writable`; ``suffixes``: the files the command
+    writes)."""
     inputs = []
     for key, value in _leaves(config):
         if key in OUTPUT_KEYS:
@@ -112,6 +136,8 @@ def check_outputs(config: dict[str, Any], kind: str) -> None:
         out = get_key(config, key)
         if not isinstance(out, str) or not out:
             continue
+        if key == "out" and kind != "train":
+            check_writable(out, suffixes)
         target = pathlib.Path(out).resolve()
         for ikey, path in inputs:
             if target == path or (kind != "train" and ikey == "run" and path in target.parents):
@@ -141,7 +167,7 @@ def cmd_task(args: argparse.Namespace) -> int:
         {k: v for k, v in task.defaults.items() if k not in task.run_settings},
         {"seed": 0 if kind in ("sample", "run") else None, **{k: {} for k in task.run_settings}})
     config = task.check(resolve_config(base, args, getattr(task, f"required_{kind}")))
-    check_outputs(config, kind)
+    check_outputs(config, kind, getattr(task, "out_suffixes", {}).get(kind, ()))
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0

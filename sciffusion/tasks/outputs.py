@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..training.checkpoint import atomic_write
+from ..training.checkpoint import atomic_write, remove_stale_temps
 from ..training.sampling import SamplingSpec
 
 SEED_ATTR, SAMPLING_ATTR = "sciffusion_seed", "sciffusion_sampling"
@@ -66,6 +66,7 @@ def write_in_batches(batches: Iterable[xr.Dataset], path: str | os.PathLike, dim
         return write_netcdf(xr.concat([first, second, *it], dim=dim, data_vars="minimal", coords="minimal",
                                       compat="override", combine_attrs="override"), path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # a killed earlier run's store, beside the same output
     store = path.parent / f".{path.name}.{os.getpid()}.tmp.zarr"
     try:
         first.to_zarr(store, mode="w")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 from collections.abc import Callable
 from glob import escape as glob_escape
@@ -48,14 +49,20 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temps(path: str | os.PathLike) -> list[pathlib.Path]:
     """Delete the temp files that writers of ``path`` killed mid-write (SIGKILL, power loss) left beside it:
-    ``.NAME.PID.XXXX.tmp`` whose process ``PID`` is gone. A live writer's file is kept. Returns what it removed."""
+    ``.NAME.PID.XXXX.tmp`` files, and the ``.NAME.PID.tmp.zarr`` / ``.NAME.PID.old.zarr`` stores of a batched
+    writer, whose process ``PID`` is gone. A live writer's are kept. Returns what it removed."""
     path = pathlib.Path(path)
     removed = []
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    name = glob_escape(path.name)
+    for pattern in (f".{name}.*.tmp", f".{name}.*.tmp.zarr", f".{name}.*.old.zarr"):
+        for tmp in path.parent.glob(pattern):
+            pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     return removed
 
 

@@ -138,7 +138,7 @@ def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str
             sc = ensemble_scores(fc[v], truth[v], keep=("lead_time",))
             entry: dict[str, Any] = {
                 str(int(lead)): {k: float(sc[k].sel(lead_time=lead)) for k in ("crps", "rmse", "spread",
-                                                                                 "spread_skill")}
+                                                                                 "spread_skill", "spread_skill_wb2")}
                 for lead in fc["lead_time"].values}
             if fc.sizes["member"] > 1:
                 entry["rank_histogram"] = rank_histogram(fc[v].isel(lead_time=0), truth[v].isel(lead_time=0)).tolist()
@@ -176,7 +176,9 @@ def format_table(table: dict[str, Any]) -> str:
     lines = []
     for v, methods in table.items():
         leads = leads_of(next(iter(methods.values())))
-        lines.append(f"{v}: area-weighted fair CRPS / ensemble-mean RMSE / spread-skill by lead")
+        lines.append(f"{v}: area-weighted fair CRPS / ensemble-mean RMSE / spread-skill by lead (spread-skill: "
+                     f"sqrt((M+1)/M) spread / RMSE as GenCast; WeatherBench 2's spread / RMSE is spread_skill_wb2 "
+                     f"in the JSON)")
         lines.append(f"  {'method':<20}" + "".join(f"  lead {lead:<24}" for lead in leads))
         for name, entry in methods.items():
             cells = "".join(f"  {entry[lead]['crps']:.4f} / {entry[lead]['rmse']:.4f} / "

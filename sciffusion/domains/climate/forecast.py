@@ -158,6 +158,24 @@ def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: 
     return shift
 
 
+IMPLAUSIBLE = 10.0  # training standard deviations a variable's mean anomaly may reach before units are doubted
+
+
+def warn_implausible(anomalies: np.ndarray, prep: Preprocess, variables: Sequence[str],
+                     attrs: dict[str, Any]) -> None:
+    """One warning per variable whose mean anomaly ``(T, C, H, W)`` from the run's climatology is more than
+    :data:`IMPLAUSIBLE` training standard deviations: data in other units than their ``units`` attribute says
+    (degC labelled K) would otherwise be forecast without a word, 110-297 K from a 15 degC field."""
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(anomalies, axis=(0, 2, 3))
+    for c, v in enumerate(variables):
+        off = float(mean[c]) / float(prep.anom_std[c])
+        if np.isfinite(off) and abs(off) > IMPLAUSIBLE:
+            units = attrs.get(v, {}).get("units", "no units attribute")
+            warnings.warn(f"{v}: the data's mean lies {float(mean[c]):.4g} ({off:+.0f} training standard deviations) "
+                          f"from the run's climatology; are the data in the units they claim ({units})?")
+
+
 def init_indices(ds: xr.Dataset, time: str, init_period: str | None, history: int,
                  init_times: Sequence[Any] | None = None) -> list[int]:
     """Time indices of the initial times in ``init_period`` (or exactly ``init_times``) that have the ``history``
@@ -210,6 +228,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
     lo = max(0, min(index) - max(k, steps) + 1)  # the oldest state (or recent-normal year) any initial time needs
     rows = slice(lo, max(index) + 1)
     anomalies = field_array(ds.isel({g.time: rows}), variables) - prep.clim.at(keys[rows], when[rows])
+    warn_implausible(anomalies, prep, variables, meta.get("attrs", {}))
     local = [i - lo for i in index]
     a_hist = np.stack([anomalies[i - k + 1:i + 1] for i in local])
     offset = None

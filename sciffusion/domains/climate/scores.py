@@ -76,7 +76,10 @@ def skill_spread(forecast: xr.DataArray, truth: xr.DataArray, dims: Sequence[str
     mse = weighted_mean(((fc.mean(member) - tr) ** 2).where(valid), dims)
     var = weighted_mean(fc.var(member, ddof=1).where(valid), dims)
     rmse, spread = np.sqrt(mse), np.sqrt(var)
-    return xr.Dataset({"rmse": rmse, "spread": spread, "spread_skill": np.sqrt((M + 1) / M) * spread / rmse})
+    # GenCast's ratio carries the finite-ensemble factor sqrt((M + 1) / M) (1 for a calibrated M-member ensemble);
+    # WeatherBench 2's is spread / RMSE without it (11.8% lower at 4 members): both are kept, so neither misleads
+    return xr.Dataset({"rmse": rmse, "spread": spread, "spread_skill": np.sqrt((M + 1) / M) * spread / rmse,
+                       "spread_skill_wb2": spread / rmse})
 
 
 def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, member: str = MEMBER, seed: int = 0) -> np.ndarray:
@@ -103,7 +106,7 @@ def ensemble_scores(forecast: xr.DataArray, truth: xr.DataArray, keep: Sequence[
         err = (fc.isel({member: 0}, drop=True) - tr).where(valid)
         nan = xr.full_like(weighted_mean(err, dims), np.nan)
         return xr.Dataset({"rmse": np.sqrt(weighted_mean(err**2, dims)), "spread": nan, "spread_skill": nan,
-                           "crps": weighted_mean(abs(err), dims)})
+                           "spread_skill_wb2": nan, "crps": weighted_mean(abs(err), dims)})
     out = skill_spread(fc, tr, dims, member)
     out["crps"] = weighted_mean(crps_ensemble(fc, tr, member), dims)
     return out

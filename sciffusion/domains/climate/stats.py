@@ -8,6 +8,7 @@ Arrays are numpy ``(time, channel, lat, lon)``, float64; NaN = missing (e.g. lan
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,15 +62,24 @@ def _as_dates(times):
     return list(vals)  # cftime objects have .month, .year, .dayofyr and .calendar
 
 
+MIN_CYCLES = 1.5  # years a daily or sub-daily record must span for ``auto`` to fit the annual harmonics
+
+
 def choose_cycle(times) -> str:
-    """``"month"`` for monthly data covering at least two years, ``"doy"`` (a smooth day-of-year cycle) for daily or
-    sub-daily data covering at least two years, else ``"none"`` (e.g. annual means, or too short a record)."""
+    """``"month"`` for monthly data covering at least two years, ``"doy"`` (a smooth day-of-year cycle, a few annual
+    harmonics) for daily or sub-daily data covering most of two years (:data:`MIN_CYCLES`), else ``"none"`` (e.g.
+    annual means, or too short a record), said in one warning: the model and the persistence baselines then work
+    on raw fields, annual cycle included."""
     dates = _as_dates(times)
     if len(dates) >= 24 and _month_steps(dates) == {1}:
         return "month"
     ty = years(times) if len(dates) > 1 else np.zeros(1)
-    if len(dates) > 1 and np.ptp(ty) >= 2 and np.median(np.diff(ty)) < 20 / 365:
+    sub_monthly = len(dates) > 1 and bool(np.median(np.diff(ty)) < 20 / 365)
+    if sub_monthly and np.ptp(ty) >= MIN_CYCLES:
         return "doy"
+    if sub_monthly or (len(dates) > 1 and _month_steps(dates) == {1}):
+        warnings.warn(f"climatology auto: the training period spans {np.ptp(ty):.2f} years, too short to fit an "
+                      f"annual cycle; none is removed (set --climatology doy or month to fit one anyway)")
     return "none"
 
 

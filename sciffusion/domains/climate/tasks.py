@@ -35,10 +35,14 @@ DATA_HELP = ("netCDF files, zarr stores, quoted globs ('era5_*.nc') or URLs (gs:
 LEVELS_HELP = "vertical levels to model, e.g. 500 850 (hPa also finds a coordinate in Pa); default: all"
 
 
+NETCDF_OUT = (".nc", ".nc4", ".netcdf")
+
+
 @register
 class Forecast(Task):
     name = "forecast"
     verb = "forecast"
+    out_suffixes = {"sample": (*NETCDF_OUT, ".zarr")}  # what --out may name (refused before sampling otherwise)
     summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "levels": None, "train_period": None, "history": 2, "climatology": "auto",
@@ -258,6 +262,7 @@ class Forecast(Task):
 class Downscale(Task):
     name = "downscale"
     verb = "downscale"
+    out_suffixes = {"sample": NETCDF_OUT}
     summary = "downscaling of gridded fields to an ensemble on a finer grid (netCDF in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "levels": None, "train_period": None, "factor": 4, "static": None,
