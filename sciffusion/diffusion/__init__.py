@@ -16,11 +16,14 @@ from .noise import (
     VE,
     VP,
     Fixed,
+    Flow,
     NoiseProcess,
     alpha_bar_to_sigma,
+    flow_t_to_sigma,
     karras_sigmas,
     logsnr_to_sigma,
     sigma_to_alpha_bar,
+    sigma_to_flow_t,
     sigma_to_logsnr,
 )
 from .partial import partial_diffusion
@@ -56,7 +59,8 @@ from .tensors import append_dims, check_batch
 from .tiling import TiledDenoiser, blend_window, tile_starts
 
 __all__ = [
-    "EDM", "VE", "VP", "Fixed", "NoiseProcess", "alpha_bar_to_sigma", "karras_sigmas", "logsnr_to_sigma",
+    "EDM", "VE", "VP", "Fixed", "Flow", "flow_t_to_sigma", "sigma_to_flow_t", "NoiseProcess", "alpha_bar_to_sigma",
+    "karras_sigmas", "logsnr_to_sigma",
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
     "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2s", "dpmpp_3m",
     "euler", "heun", "nfe",

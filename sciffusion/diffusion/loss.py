@@ -10,7 +10,7 @@ from .precond import Denoiser
 from .random import Generator, coarse_noise, randn_like
 from .tensors import append_dims, check_batch
 
-WEIGHTINGS = ("edm", "min_snr", "snr", "uniform")
+WEIGHTINGS = ("edm", "min_snr", "snr", "uniform", "flow")
 
 
 def loss_weight(sigma: Tensor, sigma_data: float, weighting: str = "edm", gamma: float = 5.0) -> Tensor:
@@ -18,7 +18,9 @@ def loss_weight(sigma: Tensor, sigma_data: float, weighting: str = "edm", gamma:
 
     ``edm``: ``(s^2 + sd^2) / (s sd)^2`` (the network sees a unit-weighted target; Karras et al. 2022);
     ``min_snr``: ``min(SNR, gamma) / sd^2`` with ``SNR = sd^2 / s^2`` (Hang et al. 2023; the same weight whether the
-    network predicts x0, eps or v); ``snr``: ``1 / s^2`` (DDPM's epsilon-MSE); ``uniform``: ``1 / sd^2`` (x0-MSE).
+    network predicts x0, eps or v); ``snr``: ``1 / s^2`` (DDPM's epsilon-MSE); ``uniform``: ``1 / sd^2`` (x0-MSE);
+    ``flow``: ``(1 + s)^2 / s^2``, the conditional flow-matching loss (the squared error of the velocity ``n - x0``:
+    ``D - x0 = -s / (1 + s) (v_pred - v)``).
     """
     sd2 = sigma_data**2
     if weighting == "edm":
@@ -29,6 +31,8 @@ def loss_weight(sigma: Tensor, sigma_data: float, weighting: str = "edm", gamma:
         return 1.0 / sigma**2
     if weighting == "uniform":
         return torch.full_like(sigma, 1.0 / sd2)
+    if weighting == "flow":
+        return ((1.0 + sigma) / sigma) ** 2
     raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}")
 
 

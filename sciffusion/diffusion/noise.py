@@ -2,8 +2,9 @@
 
 Every process is written as ``x = x0 + sigma * n`` with ``n ~ N(0, I)``. A variance-preserving process
 ``z = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) n`` is the same thing scaled: ``x = z / sqrt(alpha_bar)`` with
-``sigma = sqrt((1 - alpha_bar) / alpha_bar)``; the scaling lives in the denoiser's ``c_in``, so one set of samplers
-serves DDPM, VE and EDM models. A process gives two things: the distribution of training sigmas and the sampling
+``sigma = sqrt((1 - alpha_bar) / alpha_bar)``; so is a rectified flow ``x_t = (1 - t) x0 + t n``: ``x = x_t / (1 - t)``
+with ``sigma = t / (1 - t)``. The scaling lives in the denoiser's ``c_in``, so one set of samplers serves DDPM, VE,
+EDM and flow-matching models. A process gives two things: the distribution of training sigmas and the sampling
 grid for ``N`` steps (descending, ending in 0).
 """
 
@@ -189,4 +190,58 @@ class VP(NoiseProcess):
         return self.sigma_to_t(sigma).to(sigma.dtype)
 
 
-PROCESSES = {"edm": EDM, "ve": VE, "vp": VP, "fixed": Fixed}
+# --- flow matching -----------------------------------------------------------------------------------------------
+def flow_t_to_sigma(t: Tensor) -> Tensor:
+    """Rectified-flow time ``t`` in ``[0, 1)`` to sigma: ``x_t = (1 - t) x0 + t n`` is ``(1 - t) (x0 + sigma n)``
+    with ``sigma = t / (1 - t)``."""
+    return t / (1.0 - t)
+
+
+def sigma_to_flow_t(sigma: Tensor) -> Tensor:
+    """Inverse of :func:`flow_t_to_sigma`: ``t = sigma / (1 + sigma)``."""
+    return sigma / (1.0 + sigma)
+
+
+class Flow(NoiseProcess):
+    """Rectified flow / conditional flow matching (Lipman et al. 2023; Liu et al. 2023): straight paths
+    ``x_t = (1 - t) x0 + t n`` from the data (``t = 0``) to noise (``t = 1``), written in sigma space as
+    ``x = x_t / (1 - t) = x0 + sigma n`` with ``sigma = t / (1 - t)``; the scaling ``1 - t = 1 / (1 + sigma)`` is the
+    ``flow`` parameterisation's ``c_in`` (:func:`~sciffusion.diffusion.precond.coefficients`), as VP's is, so every
+    sampler, guidance and the grid fit serve it unchanged (Euler in sigma is Euler in ``t`` along the flow: DDIM).
+
+    Args:
+        loc, scale: training times are logit-normal, ``logit(t) ~ N(loc, scale^2)`` (Esser et al. 2024, SD3: 0 and
+            1), which is a log-normal sigma: ``ln(sigma) = logit(t)``.
+        shift: the sampling grid is uniform in ``t`` and then shifted, ``t' = shift t / (1 + (shift - 1) t)``;
+            ``shift > 1`` spends more steps at high noise (SD3 uses 3 at high resolution), 1 keeps it uniform.
+        sigma_max: where the grid starts, ``t_max = sigma_max / (1 + sigma_max)`` (pure noise, ``t = 1``, is infinite
+            in sigma space; at 1e3 the data's share of ``x_t`` is 0.1% of its scale).
+    """
+
+    def __init__(self, loc: float = 0.0, scale: float = 1.0, shift: float = 1.0, sigma_max: float = 1000.0) -> None:
+        if not scale > 0 or not shift > 0 or not sigma_max > 0:
+            raise ValueError(f"scale, shift and sigma_max must be > 0; got {scale}, {shift}, {sigma_max}")
+        self.loc, self.scale, self.shift = float(loc), float(scale), float(shift)
+        self.sigma_max = float(sigma_max)
+        self.sigma_min = 0.0
+
+    def sample_sigma(self, n: int, *, generator: Generator = None, device=None) -> Tensor:
+        return (self.loc + self.scale * randn((n,), generator, device=device)).exp()
+
+    def times(self, steps: int, *, device=None) -> Tensor:
+        """The ``steps + 1`` flow times of the sampling grid, from ``t_max`` down to 0 (float64)."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1; got {steps}")
+        t_max = self.sigma_max / (1.0 + self.sigma_max)
+        t = torch.linspace(t_max, 0.0, steps + 1, dtype=torch.float64, device=device)
+        return self.shift * t / (1.0 + (self.shift - 1.0) * t)
+
+    def sigmas(self, steps: int, *, device=None) -> Tensor:
+        return flow_t_to_sigma(self.times(steps, device=device)).to(torch.float32)
+
+    def c_noise(self, sigma: Tensor) -> Tensor:
+        """The flow time ``t``, what networks trained as flows are told."""
+        return sigma_to_flow_t(sigma)
+
+
+PROCESSES = {"edm": EDM, "ve": VE, "vp": VP, "fixed": Fixed, "flow": Flow}

@@ -16,9 +16,14 @@ same samplers:
 ``v``      sd^2 / (s^2 + sd^2)    -s sd / sqrt(s^2 + sd^2)    v (sd = 1: Salimans & Ho)
 ``eps``    1                      -s                          the noise n
 ``x0``     0                      1                           x0
+``flow``   1 / (1 + s)            -s / (1 + s)                the velocity n - x0
 =========  =====================  ==========================  ======================
 
-and ``c_in = 1 / sqrt(s^2 + sd^2)`` for all of them (with ``sd = 1`` this is the VP scaling ``sqrt(alpha_bar)``).
+and ``c_in = 1 / sqrt(s^2 + sd^2)`` for the first four (with ``sd = 1`` this is the VP scaling
+``sqrt(alpha_bar)``). ``flow`` is rectified flow / flow matching (Lipman et al. 2023; Liu et al. 2023): the network
+sees ``x_t = (1 - t) x0 + t n``, so ``c_in = 1 / (1 + s)`` (``t = s / (1 + s)``, :class:`~.noise.Flow`), and
+predicts the velocity ``dx_t / dt = n - x0``, from which ``x0 = x_t - t v``. Like ``eps`` and ``x0`` it does not
+use ``sigma_data`` (flow models take unit-scale data).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch import Tensor, nn
 
 from .tensors import append_dims, as_sigma, check_batch
 
-PARAMETERIZATIONS = ("edm", "v", "eps", "x0")
+PARAMETERIZATIONS = ("edm", "v", "eps", "x0", "flow")
 
 
 class DenoiserFn(Protocol):
@@ -113,6 +118,9 @@ def coefficients(sigma: Tensor, sigma_data: float, parameterization: str = "edm"
         c_skip, c_out = torch.ones_like(sigma), -sigma
     elif parameterization == "x0":
         c_skip, c_out = torch.zeros_like(sigma), torch.ones_like(sigma)
+    elif parameterization == "flow":  # x_t = x / (1 + s), D = x_t - t v with t = s / (1 + s)
+        c_in = 1.0 / (1.0 + sigma)
+        c_skip, c_out = c_in, -sigma * c_in
     else:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
     return c_skip, c_out, c_in
@@ -126,6 +134,8 @@ def network_target(x0: Tensor, noise: Tensor, sigma: Tensor, sigma_data: float, 
         return noise
     if parameterization == "x0":
         return x0
+    if parameterization == "flow":
+        return noise - x0
     c_skip, c_out, _ = coefficients(s, sigma_data, parameterization)
     return (x0 - c_skip * (x0 + s * noise)) / c_out
 
@@ -154,7 +164,7 @@ class Denoiser(nn.Module):
     Args:
         net: the network; its output must have the shape of ``x``.
         sigma_data: data standard deviation (use :func:`measure_sigma_data`).
-        parameterization: ``"edm"``, ``"v"``, ``"eps"`` or ``"x0"`` (see module docstring).
+        parameterization: ``"edm"``, ``"v"``, ``"eps"``, ``"x0"`` or ``"flow"`` (see module docstring).
         c_noise: maps sigma ``(batch,)`` to the network's noise input; default ``ln(sigma) / 4``. For a network
             trained on a DDPM schedule pass ``VP().c_noise`` (the fractional timestep).
 

@@ -72,8 +72,8 @@ class ModelConfig:
     """``model``: preconditioning, loss and optimiser (:class:`~sciffusion.DiffusionModule`)."""
 
     net: NetConfig = field(default_factory=NetConfig)
-    parameterization: Literal["edm", "v", "eps", "x0"] = "edm"  # what the network predicts
-    process: str | dict[str, Any] = "edm"  # noise process of the training sigmas: edm, vp, ve (or a dict with name)
+    parameterization: Literal["edm", "v", "eps", "x0", "flow"] = "edm"  # what the network predicts (flow: velocity)
+    process: str | dict[str, Any] = "edm"  # training sigmas: edm, vp, ve, flow (or a dict with name and options)
     weighting: str = "edm"  # loss weight over sigma: edm, snr, ... (see sciffusion.loss_weight)
     cond_dropout: float = 0.0  # probability of zeroing the condition in training (classifier-free guidance)
     noise_factor: int = 1  # >1: training noise drawn at 1/factor resolution and upsampled (coarse noise)
