@@ -44,6 +44,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "normalizer": run["normalizer"] is not None,
         "task_state": sorted(run["state"]) if run["state"] is not None else [],
         "files": sorted(man["files"]),
+        "family": cfg.get("model", {}).get("family", "diffusion"),
         "sampling": {k: cfg.get("sampling", {}).get(k)
                      for k in ("sampler", "steps", "grid", "inflation", "net_weight")},
     }

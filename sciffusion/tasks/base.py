@@ -35,6 +35,7 @@ from ..training.schema import (
     dataclass_schema,
     infer_schema,
     merge_schema,
+    resolve_family,
 )
 
 
@@ -91,6 +92,8 @@ COMMON_TRAIN_FLAGS = (
     Flag("--strategy", "trainer.strategy", "auto, ddp, ..."),
     Flag("--num-nodes", "trainer.num_nodes", "nodes (multi-node DDP)", int),
     Flag("--batch-size", "data.batch_size", "per-device batch size", int),
+    Flag("--family", "model.family", "model family: diffusion (EDM, the default) or flow (flow matching: straight "
+         "paths, a velocity network); crps is not available yet"),
 )
 COMMON_EVALUATE_FLAGS = (
     THREADS,
@@ -342,7 +345,7 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     :mod:`~sciffusion.training.snapshots`, into the module, and those are exported) may return
     ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
     chosen after training) and metadata."""
-    model = _without_none(dict(config["model"]))
+    model = resolve_family(_without_none(dict(config["model"])))
     model["net"] = _without_none({**model["net"], **net})
     model["seed"] = int(config["seed"])
     distilled: dict[str, Any] = {}

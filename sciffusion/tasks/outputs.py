@@ -92,13 +92,19 @@ def state_tensors(arrays: dict[str, np.ndarray | None]) -> dict[str, torch.Tenso
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None}
 
 
-def open_output(path: str | os.PathLike, task: str) -> xr.Dataset:
-    """Load a file that ``sciffusion <task>`` wrote (checked by its ``sciffusion_task`` attribute)."""
+def open_output(path: str | os.PathLike, task: str, lazy: bool = False) -> xr.Dataset:
+    """Load a file that ``sciffusion <task>`` wrote (checked by its ``sciffusion_task`` attribute); ``lazy``: open it
+    without reading its values (read on demand, a batch at a time; the file stays open)."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{task} file {path} does not exist")
-    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as ds:
-        ds = ds.load()
+    opened = xr.open_zarr(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) if path.suffix == ".zarr" \
+        else xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None))
+    if lazy:
+        ds = opened
+    else:
+        with opened:
+            ds = opened.load()
     if ds.attrs.get("sciffusion_task") != task:
         raise ValueError(f"{path} is not a file written by 'sciffusion {task}'")
     return ds

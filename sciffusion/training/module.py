@@ -42,7 +42,7 @@ class DiffusionModule(L.LightningModule):
     Args:
         net: keyword arguments of :class:`~sciffusion.UNet` (plain values, so the config can rebuild it).
         sigma_data: standard deviation of ``x`` (measure it on the training split).
-        parameterization: ``edm`` / ``v`` / ``eps`` / ``x0``.
+        parameterization: ``edm`` / ``v`` / ``eps`` / ``x0`` / ``flow``.
         process: noise process for training sigmas (name or dict with ``name``).
         weighting, cond_dropout, noise_factor: see :class:`~sciffusion.DiffusionLoss`.
         lr, weight_decay, warmup_steps: AdamW with a linear learning-rate warm-up over ``warmup_steps`` steps.
@@ -50,12 +50,14 @@ class DiffusionModule(L.LightningModule):
         seed: base seed of the per-step noise.
         compile: train through ``torch.compile(net)`` (opt-in: compiling takes seconds to minutes, once per run;
             measured in ``benchmarks/unet_throughput.py``).
+        family: the model family the run was configured as (``diffusion``, ``flow``), recorded; what it sets is
+            already in the arguments above (:func:`~sciffusion.training.schema.resolve_family`).
     """
 
     def __init__(self, net: dict[str, Any], sigma_data: float = 0.5, parameterization: str = "edm",
                  process: str | dict[str, Any] = "edm", weighting: str = "edm", cond_dropout: float = 0.0,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_half_life: float = 500.0,
-                 seed: int = 0, noise_factor: int = 1, compile: bool = False) -> None:
+                 seed: int = 0, noise_factor: int = 1, compile: bool = False, family: str = "diffusion") -> None:
         super().__init__()
         # by name: a subclass's own arguments (a distillation teacher) are not the model's config
         self.save_hyperparameters(*HPARAMS)

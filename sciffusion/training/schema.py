@@ -72,6 +72,8 @@ class ModelConfig:
     """``model``: preconditioning, loss and optimiser (:class:`~sciffusion.DiffusionModule`)."""
 
     net: NetConfig = field(default_factory=NetConfig)
+    # diffusion (EDM) or flow (flow matching: sets process, parameterization and weighting to flow; see FAMILIES)
+    family: Literal["diffusion", "flow", "crps"] = "diffusion"
     parameterization: Literal["edm", "v", "eps", "x0", "flow"] = "edm"  # what the network predicts (flow: velocity)
     process: str | dict[str, Any] = "edm"  # training sigmas: edm, vp, ve, flow (or a dict with name and options)
     weighting: str = "edm"  # loss weight over sigma: edm, snr, ... (see sciffusion.loss_weight)
@@ -84,6 +86,37 @@ class ModelConfig:
     sigma_data: float | None = None  # data standard deviation in normalised units (None: measured on the data)
     seed: int | None = None  # set from the run's seed; weights, data order and noise all follow it
     compile: bool = False  # train through torch.compile(net): opt-in, compiling takes minutes on a CPU
+
+
+# What a model family sets in the ``model`` section (over ModelConfig's defaults; a conflicting explicit value is
+# refused by resolve_family). diffusion: EDM as configured.
+FAMILIES: dict[str, dict[str, str]] = {
+    "diffusion": {},
+    "flow": {"process": "flow", "parameterization": "flow", "weighting": "flow"},
+}
+
+
+def resolve_family(model: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` section (a dict of :class:`ModelConfig` keys) with its ``family`` applied: the keys
+    :data:`FAMILIES` sets, where the section leaves them at ModelConfig's default; a value given that contradicts the
+    family is a one-line error naming both. ``crps`` (a CRPS-trained one-pass generator) is not built yet."""
+    out = dict(model)
+    family = str(out.get("family") or "diffusion")
+    out["family"] = family
+    if family == "crps":
+        raise ValueError("model.family crps (a CRPS-trained one-pass generator) is not available yet; "
+                         "use diffusion or flow")
+    if family not in FAMILIES:
+        raise ValueError(f"model.family must be one of {', '.join([*FAMILIES, 'crps'])}; got {family!r}")
+    defaults = ModelConfig()
+    for key, value in FAMILIES[family].items():
+        given = out.get(key, getattr(defaults, key))
+        name = given.get("name") if isinstance(given, dict) else given
+        if name not in (value, getattr(defaults, key)):
+            raise ValueError(f"model.family {family} sets model.{key}={value}; the config has {key}={name}")
+        if name != value:
+            out[key] = value
+    return out
 
 
 @dataclass

@@ -96,17 +96,57 @@ def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, member: str = ME
     return np.bincount(rank, minlength=x.shape[1] + 1)
 
 
+class EnsembleScores:
+    """Area-weighted fair CRPS, ensemble-mean RMSE, spread and spread/skill, streamed: :meth:`update` with each batch
+    of a forecast (say, 64 initial times) and its truth, :meth:`compute` for the scores of all of them joined, over
+    everything but ``keep`` (which every batch must share: the leads). It holds weighted sums of the size of
+    ``keep``, not the batches: memory does not grow with the number of initial times. :func:`ensemble_scores` is the
+    one-batch form, on the same kernel."""
+
+    def __init__(self, keep: Sequence[str] = ("lead_time",), member: str = MEMBER) -> None:
+        self.keep, self.member = tuple(keep), member
+        self.sums: dict[str, xr.DataArray] | None = None
+        self.members: int | None = None
+
+    def update(self, forecast: xr.DataArray, truth: xr.DataArray) -> EnsembleScores:
+        fc, tr = _member_last(forecast, truth, self.member)
+        dims = [d for d in tr.dims if d not in self.keep]
+        M = fc.sizes[self.member]
+        if self.members not in (None, M):
+            raise ValueError(f"a batch has {M} members where the earlier ones had {self.members}")
+        self.members = M
+        valid = tr.notnull() & fc.notnull().all(self.member)
+        w = area_weights(tr).broadcast_like(tr).where(valid, 0.0)
+
+        def total(x: xr.DataArray) -> xr.DataArray:  # sum of w x over the valid cells (NaN elsewhere ignored)
+            return (x.where(valid).fillna(0.0) * w).sum(dims)
+
+        if M == 1:  # a deterministic forecast: CRPS is its MAE, there is no spread
+            err = fc.isel({self.member: 0}, drop=True) - tr
+            parts = {"w": w.sum(dims), "se": total(err**2), "crps": total(abs(err))}
+        else:
+            parts = {"w": w.sum(dims), "se": total((fc.mean(self.member) - tr) ** 2),
+                     "var": total(fc.var(self.member, ddof=1)), "crps": total(crps_ensemble(fc, tr, self.member))}
+        self.sums = parts if self.sums is None else {k: self.sums[k] + v for k, v in parts.items()}
+        return self
+
+    def compute(self) -> xr.Dataset:
+        if self.sums is None or self.members is None:
+            raise ValueError("no forecast was scored (update was never called)")
+        s, M = self.sums, self.members
+        rmse = np.sqrt(s["se"] / s["w"])
+        if M == 1:
+            nan = xr.full_like(rmse, np.nan)
+            return xr.Dataset({"rmse": rmse, "spread": nan, "spread_skill": nan, "spread_skill_wb2": nan,
+                               "crps": s["crps"] / s["w"]})
+        spread = np.sqrt(s["var"] / s["w"])
+        # GenCast's ratio carries sqrt((M + 1) / M); WeatherBench 2's does not (see skill_spread)
+        return xr.Dataset({"rmse": rmse, "spread": spread, "spread_skill": np.sqrt((M + 1) / M) * spread / rmse,
+                           "spread_skill_wb2": spread / rmse, "crps": s["crps"] / s["w"]})
+
+
 def ensemble_scores(forecast: xr.DataArray, truth: xr.DataArray, keep: Sequence[str] = ("lead_time",),
                     member: str = MEMBER) -> xr.Dataset:
-    """Area-weighted fair CRPS, ensemble-mean RMSE, spread and spread/skill, averaged over everything but ``keep``."""
-    fc, tr = _member_last(forecast, truth, member)
-    dims = [d for d in tr.dims if d not in keep]
-    if fc.sizes[member] == 1:  # a deterministic forecast: CRPS is its MAE, there is no spread
-        valid = tr.notnull() & fc.notnull().all(member)
-        err = (fc.isel({member: 0}, drop=True) - tr).where(valid)
-        nan = xr.full_like(weighted_mean(err, dims), np.nan)
-        return xr.Dataset({"rmse": np.sqrt(weighted_mean(err**2, dims)), "spread": nan, "spread_skill": nan,
-                           "spread_skill_wb2": nan, "crps": weighted_mean(abs(err), dims)})
-    out = skill_spread(fc, tr, dims, member)
-    out["crps"] = weighted_mean(crps_ensemble(fc, tr, member), dims)
-    return out
+    """Area-weighted fair CRPS, ensemble-mean RMSE, spread and spread/skill, averaged over everything but ``keep``
+    (:class:`EnsembleScores` with one batch)."""
+    return EnsembleScores(keep, member).update(forecast, truth).compute()

@@ -101,6 +101,8 @@ class Forecast(Task):
         Flag("--baselines", "evaluate.baselines", "baselines to score alongside (default: all; 'none' for none)",
              nargs="+"),
         Flag("--members", "evaluate.members", "members of the stochastic baselines (and of --nfe forecasts)", int),
+        Flag("--batch-inits", "evaluate.batch_inits", "initial times scored (and held in memory, with their truth and "
+             "baselines) at a time; the scores are accumulated", int),
         Flag("--nfe", "evaluate.nfe", "instead of scoring a file: forecast with the run at each of these numbers of "
              "network calls and report the cheapest within 1%% of the converged CRPS (needs --run)", int, nargs="+"),
         Flag("--samplers", "evaluate.samplers", "with --nfe: samplers to compare (default: the run's)", nargs="+"),
@@ -212,14 +214,15 @@ class Forecast(Task):
             return self.evaluate_nfe(config)
         if not e.get("forecast"):
             raise ValueError("give --forecast FILE to score, or --run RUN with --nfe N... to compare sampling costs")
-        fc = to_internal(open_output(e["forecast"], "forecast"))
+        fc = to_internal(open_output(e["forecast"], "forecast", lazy=True))  # scored a batch of initial times at a time
         base = e.get("baselines") or list(BASELINES)
         base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
         if base and not config.get("run"):
             raise ValueError("baselines need --run (they are fitted on the run's training period); or --baselines none")
         table = evaluate_forecast(fc, config["data"]["path"], config.get("run"), baselines=base,
                                   members=int(e.get("members", 16)),
-                                  seed=recorded_seed(fc.attrs, config.get("seed")))
+                                  seed=recorded_seed(fc.attrs, config.get("seed")),
+                                  batch=int(e.get("batch_inits") or 64))
         if e.get("plots"):
             from .plots import forecast_plots  # matplotlib: only with --plots
 
