@@ -372,23 +372,51 @@ class LIM:
 
     @classmethod
     def fit(cls, a: np.ndarray, weights: np.ndarray, variance: float = 0.9, max_modes: int | None = None,
-            breaks: np.ndarray | None = None) -> LIM:
+            breaks: np.ndarray | None = None, max_elements: int = 2**24) -> LIM:
         """Fit on anomalies ``(T, C, H, W)`` with area ``weights`` ``(H, W)`` (or ``(H,)`` latitude weights);
         ``breaks`` ``(T - 1,)``: True where steps ``t`` and ``t + 1`` are not consecutive (a gap in time), pairs
-        left out of the lag covariances."""
+        left out of the lag covariances.
+
+        The EOFs come from the SVD of the weighted anomalies ``X`` ``(T, D)`` when it is small (up to
+        ``max_elements``); above that from the eigenvectors of the ``T x T`` Gram matrix ``X X^T``, accumulated over
+        column blocks, so memory holds the anomalies and ``T^2`` numbers, not the SVD's several copies of ``X``: a
+        6-hourly archive of 8 variables on 64 x 128 cells needed 23.6 GB that way (the LIM in a truncated EOF space,
+        Penland and Sardeshmukh 1995, never needs more than the leading modes)."""
         T = a.shape[0]
         flat = a.reshape(T, -1)
         valid = np.isfinite(flat).all(0)
         w2 = weights[:, None] if weights.ndim == 1 else weights
         w = np.broadcast_to(w2[None], a.shape[1:]).reshape(-1)[valid]
         sqrt_w = np.sqrt(w)
-        X = flat[:, valid] * sqrt_w
-        _, s, vt = np.linalg.svd(X, full_matrices=False)
-        frac = np.cumsum(s**2) / (s**2).sum()
+        cols = np.flatnonzero(valid)
+        D = len(cols)
+        block = max(1, max_elements // max(T, 1))
+
+        def X_of(lo: int, hi: int) -> np.ndarray:  # weighted anomalies of columns lo:hi of the valid cells
+            return flat[:, cols[lo:hi]] * sqrt_w[lo:hi]
+
+        if T * D <= max_elements:
+            X = X_of(0, D)
+            _, s, vt = np.linalg.svd(X, full_matrices=False)
+            power = s**2
+        else:
+            G = np.zeros((T, T))
+            for lo in range(0, D, block):
+                Xb = X_of(lo, lo + block)
+                G += Xb @ Xb.T
+            power, U = np.linalg.eigh(G)
+            power, U = np.clip(power[::-1], 0, None), U[:, ::-1]  # descending, like the SVD's
+        frac = np.cumsum(power) / power.sum()
         K = int(np.searchsorted(frac, variance) + 1)
-        K = min(K, max_modes or max(1, T // 5), len(s))
-        eofs = vt[:K]
-        P = X @ eofs.T                                      # (T, K)
+        K = min(K, max_modes or max(1, T // 5), len(power))
+        if T * D <= max_elements:
+            eofs = vt[:K]
+            P = X @ eofs.T                                      # (T, K)
+        else:
+            s_K = np.sqrt(power[:K])
+            eofs = np.concatenate([(U[:, :K].T @ X_of(lo, lo + block)) / s_K[:, None]
+                                   for lo in range(0, D, block)], axis=1)
+            P = U[:, :K] * s_K                                  # X eofs^T = U S
         keep = np.ones(T - 1, bool) if breaks is None else ~np.asarray(breaks, bool)
         P0, P1 = P[:-1][keep], P[1:][keep]
         C0 = P0.T @ P0 / len(P0)
@@ -397,8 +425,12 @@ class LIM:
         Q = C0 - A @ C0 @ A.T
         evals, evecs = np.linalg.eigh((Q + Q.T) / 2)
         Q_chol = evecs * np.sqrt(np.clip(evals, 0, None))  # Q = L L^T with L = V sqrt(Lambda)
-        resid = (X - P @ eofs) / sqrt_w
-        return cls(eofs, sqrt_w, valid, A, Q_chol, resid.std(0))
+        if T * D <= max_elements:
+            resid_std = ((X - P @ eofs) / sqrt_w).std(0)
+        else:  # per column block: what the EOFs leave out of each cell
+            resid_std = np.concatenate([((X_of(lo, lo + block) - P @ eofs[:, lo:lo + block]) / sqrt_w[lo:lo + block])
+                                        .std(0) for lo in range(0, D, block)])
+        return cls(eofs, sqrt_w, valid, A, Q_chol, resid_std)
 
     def ensemble(self, a0: np.ndarray, leads: int, members: int, rng: np.random.Generator) -> np.ndarray:
         """``(members, leads, C, H, W)`` anomaly trajectories from one initial anomaly ``a0`` (``(C, H, W)``), or from
