@@ -119,3 +119,21 @@ def test_a_killed_forecasts_hidden_store_is_removed_by_the_next_run(run, tmp_pat
                  "2004-01/2004-06", "--leads", "1", "--members", "2", "--batch-inits", "2",
                  "--out", str(tmp_path / "fc.nc")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.nc"]
+
+
+def test_python_api_names_a_wrong_data_type_and_fractional_leads(run):
+    """What a new user types by mistake gets a one-line message naming the problem, not a TypeError from deep
+    inside (issue 32, part 5)."""
+    import sciffusion as sf
+
+    values = monthly()["tas"].values
+    with pytest.raises(TypeError, match=r"data must be a path, a glob, a URL, a list of them or an xarray Dataset; "
+                                        r"got numpy\.ndarray"):
+        sf.climate.train_forecast(values, run / "bad", train_period="2000-01/2003-12")
+    assert not (run / "bad").exists()  # refused before anything is written
+    with pytest.raises(TypeError, match=r"the list holds a ndarray"):
+        sf.climate.open_fields([str(run / "k.nc"), values])
+    from sciffusion.domains.climate.forecast import forecast
+
+    with pytest.raises(TypeError, match=r"leads and members must be whole numbers; got 2\.5, 16"):
+        forecast(run / "run", monthly(), init_period="2004-01/2004-03", leads=2.5)

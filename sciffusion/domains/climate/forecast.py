@@ -261,6 +261,8 @@ def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr
     error (spread/skill under 1 on years after the training period while it is 1 on the validation years).
     """
     run = load_trained(run, task="forecast")
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in (leads, members)):
+        raise TypeError(f"leads and members must be whole numbers; got {leads!r}, {members!r}")
     if leads < 1 or members < 1:
         raise ValueError(f"leads and members must be >= 1; got {leads}, {members}")
     if normal_years is None:

@@ -45,9 +45,15 @@ def is_url(s: str) -> bool:
 def expand(data: Source) -> list[str]:
     """The files (or stores, or URLs) named by ``data``: a path, a glob pattern, a URL, or a list of them, in the
     order given (a glob's matches sorted). Missing files and globs that match nothing are errors."""
+    if not isinstance(data, (str, os.PathLike, list, tuple)):  # an array, a DataArray, a number: say what is taken
+        raise TypeError(f"data must be a path, a glob, a URL, a list of them or an xarray Dataset; got "
+                        f"{type(data).__module__}.{type(data).__name__}")
     items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     if not items:
         raise ValueError("no data given")
+    bad = [type(i).__name__ for i in items if not isinstance(i, (str, os.PathLike))]
+    if bad:
+        raise TypeError(f"data must be paths, globs or URLs; the list holds a {bad[0]}")
     out: list[str] = []
     for item in items:
         s = os.fspath(item)
