@@ -98,8 +98,9 @@ def open_output(path: str | os.PathLike, task: str, lazy: bool = False) -> xr.Da
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{task} file {path} does not exist")
-    opened = xr.open_zarr(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) if path.suffix == ".zarr" \
-        else xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None))
+    times = xr.coders.CFDatetimeCoder(use_cftime=None)
+    opened = xr.open_zarr(path, decode_times=times) if path.suffix == ".zarr" else xr.open_dataset(
+        path, decode_times=times)
     if lazy:
         ds = opened
     else:

@@ -12,6 +12,7 @@ learning the whole propagator, and a zero-initialised network starts out as the 
 from __future__ import annotations
 
 import datetime
+import functools
 import pathlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -51,15 +52,18 @@ class Inits:
     offset: np.ndarray | None = None  # (I, C, H, W) recent normal: mean anomaly of the years up to each initial time
     normal_years: float = 0.0
     forcings: list[str] = field(default_factory=list)  # given fields the run is conditioned on (``--forcings``)
-    pos: np.ndarray | None = None  # (T,) calendar position of every time step of ds (:func:`~.conventions.calendar`)
+
+    @functools.cached_property
+    def pos(self) -> np.ndarray:
+        """``(T,)`` calendar position of every time step of ds (:func:`~.conventions.calendar`)."""
+        return calendar(self.ds[self.grid.time].values)[2]
 
     def forcing_at(self, lead: int) -> np.ndarray | None:
         """``(I, F, H, W)`` forcings at the valid time ``lead`` calendar steps after each initial time, read from
         the data (which must hold it: a forcing is given, not forecast); None without forcings."""
         if not self.forcings:
             return None
-        pos = self.pos if self.pos is not None else np.arange(self.ds.sizes[self.grid.time])
-        rows = steps_after(pos, self.index, lead)
+        rows = steps_after(self.pos, self.index, lead)
         if (rows < 0).any():
             t0 = self.times[int(np.argmax(rows < 0))]
             last = self.ds[self.grid.time].values[-1]
@@ -129,8 +133,7 @@ def training_anomalies(run: TrainedRun, st: Inits) -> tuple[np.ndarray, np.ndarr
     a = x - st.prep.clim.at(keys, when)
     if st.normal_years:  # from the recent normal of each training time, as the forecasts' anomalies are
         a = a - recent_normal(a, range(len(a)), normal_steps(st.normal_years, st.step_years))
-    pos = st.pos if st.pos is not None else np.arange(len(t))
-    return a, keys, when, np.diff(pos[idx]) > 1
+    return a, keys, when, np.diff(st.pos[idx]) > 1
 
 
 def normal_shifts(run: TrainedRun, st: Inits, members: int, normal_uncertainty: float, seed: int
@@ -236,7 +239,7 @@ def initial_states(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, init_
         offset = recent_normal(anomalies, local, steps)
         a_hist = a_hist - offset[:, None]
     return Inits(ds, g, prep, list(variables), index, keys, when, step_years, a_hist, offset, float(normal_years),
-                 forcings, calendar(times)[2])
+                 forcings)
 
 
 def forecast(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
