@@ -104,6 +104,18 @@ def cmip6(start_year: int = 2000, months: int = 72, plev=(85000.0, 50000.0, 2500
     return ds, enc
 
 
+def ar1_monthly(months: int, seed: int = 0) -> xr.Dataset:
+    """``tas`` (K): per-cell AR(1) anomalies (phi 0.6) around 288 K on a 4 x 8 global grid, ``months`` monthly steps
+    from 2000-01: something a forecaster can learn and persistence can be beaten on."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((months, 4, 8))
+    for i in range(1, months):
+        a[i] = 0.6 * a[i - 1] + rng.normal(size=(4, 8))
+    return xr.Dataset({"tas": (("time", "lat", "lon"), (288 + a).astype("float32"), {"units": "K"})},
+                      coords={"time": pd.date_range("2000-01", periods=months, freq="MS"),
+                              "lat": np.linspace(-60, 60, 4), "lon": np.arange(8) * 45.0})
+
+
 def by_year(ds: xr.Dataset, enc: dict, stem, time: str) -> list:
     """Write ``ds`` as one file per calendar year (``stem_2000.nc`` ...), as the Copernicus data store delivers a
     long request; returns the paths."""

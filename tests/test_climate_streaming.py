@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from layouts import ar1_monthly
 
 from sciffusion.cli import main
 from sciffusion.domains.climate.evaluate import ForecastScores, score_table
@@ -60,14 +61,7 @@ def test_the_score_table_streamed_is_the_one_piece_table():
 def test_evaluate_in_batches_through_the_cli(tmp_path):
     """Batches of 2 initial times against one batch: the model's, persistence's and climatology's scores and their
     Diebold-Mariano tests are the same (the stochastic baselines draw the same law in another order)."""
-    rng = np.random.default_rng(0)
-    a = np.zeros((60, 4, 8))
-    for i in range(1, 60):
-        a[i] = 0.6 * a[i - 1] + rng.normal(size=(4, 8))
-    ds = xr.Dataset({"tas": (("time", "lat", "lon"), (288 + a).astype("float32"), {"units": "K"})},
-                    coords={"time": pd.date_range("2000-01", periods=60, freq="MS"),
-                            "lat": np.linspace(-60, 60, 4), "lon": np.arange(8) * 45.0})
-    ds.to_netcdf(tmp_path / "m.nc")
+    ar1_monthly(60).to_netcdf(tmp_path / "m.nc")
     data, run = str(tmp_path / "m.nc"), str(tmp_path / "run")
     assert main(["train", "forecast", "--data", data, "--train-period", "2000-01/2003-12", "--out", run, *TINY]) == 0
     assert main(["forecast", "--run", run, "--data", data, "--init-period", "2004-01/2004-09", "--leads", "2",

@@ -4,9 +4,9 @@ through the same verbs; crps is refused until it exists; a setting that contradi
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
+from layouts import ar1_monthly
 
 from sciffusion.cli import main
 from sciffusion.training.fit import load_trained
@@ -18,15 +18,8 @@ TINY = ["--accelerator", "cpu", "--set", "trainer.progress=false", "--set", "mod
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    a = np.zeros((48, 4, 8))
-    for i in range(1, 48):
-        a[i] = 0.6 * a[i - 1] + rng.normal(size=(4, 8))
-    ds = xr.Dataset({"tas": (("time", "lat", "lon"), (288 + a).astype("float32"), {"units": "K"})},
-                    coords={"time": pd.date_range("2000-01", periods=48, freq="MS"),
-                            "lat": np.linspace(-60, 60, 4), "lon": np.arange(8) * 45.0})
     path = tmp_path_factory.mktemp("family") / "m.nc"
-    ds.to_netcdf(path)
+    ar1_monthly(48).to_netcdf(path)
     return path
 
 

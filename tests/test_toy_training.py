@@ -18,30 +18,37 @@ def is_ramp(x):
     return corr.abs() > 0.95, corr > 0
 
 
-def test_tiny_unet_learns_and_samples_a_toy_distribution():
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    net = sf.UNet(dims=1, channels=(16, 32), num_res_blocks=1)
-    den = sf.Denoiser(net, sigma_data=sf.measure_sigma_data(toy_batch(4096, g)))
-    loss_fn = sf.DiffusionLoss()
+def train(net, den, loss_fn, g, steps=400):
+    """Adam for ``steps`` steps on batches of 64; the mean loss of the first and of the last 40 steps."""
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
-    for _ in range(400):
+    for _ in range(steps):
         loss = loss_fn(den, toy_batch(64, g), generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    first, last = sum(losses[:40]) / 40, sum(losses[-40:]) / 40
-    assert last < 0.5 * first, (first, last)
-
     net.eval()
-    x = sf.sample(den, (400, 1, 16), sf.karras_sigmas(20, 0.01, 20.0), sampler="heun",
-                  generator=torch.Generator().manual_seed(1))
+    return sum(losses[:40]) / 40, sum(losses[-40:]) / 40
+
+
+def check_samples(den, sigmas):
+    """400 Heun samples on ``sigmas`` are the toy law's ramps, both modes about equally often, full amplitude."""
+    x = sf.sample(den, (400, 1, 16), sigmas, sampler="heun", generator=torch.Generator().manual_seed(1))
     shaped, up = is_ramp(x)
     assert shaped.float().mean() > 0.9  # samples are ramps
     assert 0.35 < up[shaped].float().mean() < 0.65  # both modes, about equally often
     assert float((x[:, 0, -1] - x[:, 0, 0]).abs().mean()) > 1.6  # with the data's amplitude (2)
+
+
+def test_tiny_unet_learns_and_samples_a_toy_distribution():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    net = sf.UNet(dims=1, channels=(16, 32), num_res_blocks=1)
+    den = sf.Denoiser(net, sigma_data=sf.measure_sigma_data(toy_batch(4096, g)))
+    first, last = train(net, den, sf.DiffusionLoss(), g)
+    assert last < 0.5 * first, (first, last)
+    check_samples(den, sf.karras_sigmas(20, 0.01, 20.0))
 
 
 def test_tiny_unet_trained_as_a_flow_samples_the_toy_distribution():
@@ -53,22 +60,6 @@ def test_tiny_unet_trained_as_a_flow_samples_the_toy_distribution():
     den = sf.Denoiser(net, sigma_data=1.0, parameterization="flow")
     # Which ramp a sample becomes is decided at high noise: logit-normal times at SD3's loc 0 train there too little
     # for 400 steps (up-fraction 0.68 and 0.43 on seeds 0 and 1); loc 1 moves the training times towards noise.
-    loss_fn = sf.DiffusionLoss(sf.Flow(loc=1.0), weighting="flow")
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(400):
-        loss = loss_fn(den, toy_batch(64, g), generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    first, last = sum(losses[:40]) / 40, sum(losses[-40:]) / 40
+    first, last = train(net, den, sf.DiffusionLoss(sf.Flow(loc=1.0), weighting="flow"), g)
     assert last < 0.7 * first, (first, last)
-
-    net.eval()
-    x = sf.sample(den, (400, 1, 16), sf.Flow(sigma_max=100.0).sigmas(20), sampler="heun",
-                  generator=torch.Generator().manual_seed(1))
-    shaped, up = is_ramp(x)
-    assert shaped.float().mean() > 0.9
-    assert 0.35 < up[shaped].float().mean() < 0.65
-    assert float((x[:, 0, -1] - x[:, 0, 0]).abs().mean()) > 1.6
+    check_samples(den, sf.Flow(sigma_max=100.0).sigmas(20))
