@@ -1,6 +1,7 @@
-"""Climate at archive scale: peak memory and time per initial time of ``train``, ``forecast`` and ``evaluate`` on a
-synthetic 6-hourly archive in WeatherBench 2 layout (a zarr store of ``(time, level, latitude, longitude)``
-variables, written lazily chunk by chunk), as the number of initial times grows 10x.
+"""Climate at archive scale: peak memory and time per initial time (per time step) of ``train``, ``forecast`` and
+``evaluate`` (``train downscale``, ``downscale``, ``evaluate downscale``) on a synthetic 6-hourly archive in
+WeatherBench 2 layout (a zarr store of ``(time, level, latitude, longitude)``
+variables, written lazily chunk by chunk), as the number of initial times (time steps) grows 10x.
 
 The archive is smaller than the issue's 30 GB (this machine's disk and 2 cores), so the point measured is the one
 that matters for any size: whether peak memory and time per initial time stay flat as the work grows. Each phase runs
@@ -8,6 +9,7 @@ in its own process so its peak resident memory (``ru_maxrss``) is its own. Run a
 
     python benchmarks/climate_archive.py                    # 64 x 128 grid, 3 variables x 4 levels, 4 years
     python benchmarks/climate_archive.py --years 1 --inits 20 200 --steps 20
+    python benchmarks/climate_archive.py --tasks downscale --years 3 --steps 50
 """
 
 from __future__ import annotations
@@ -49,30 +51,38 @@ def write_archive(path: pathlib.Path, years: float, lat: int, lon: int, levels: 
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
 
 
-def child(phase: str, work: pathlib.Path, inits: int, steps: int) -> None:
+def child(phase: str, work: pathlib.Path, n: int, steps: int) -> None:
+    """One phase in this process; ``n``: initial times (forecast) or time steps (downscale)."""
+    import xarray as xr
+
     from sciffusion.cli import main
 
-    store, run = work / "archive.zarr", work / "run"
+    store, run, ds_run = work / "archive.zarr", work / "run", work / "downscale_run"
+    times = xr.open_zarr(store).time.values
+    first = 2 * 365 * 4 + 8  # after the training years
+    period = f"{str(times[first])[:19]}/{str(times[first + n - 1])[:19]}" if n else ""
+    quiet = ["--set", "trainer.progress=false", "--set", "sampling.calibration_members=2", "--threads", "2"]
+    commands = {
+        "train": ["train", "forecast", "--data", str(store), "--train-period", "2000-01-01/2001-12-31",
+                  "--max-steps", str(steps), "--out", str(run), *quiet],
+        "forecast": ["forecast", "--run", str(run), "--data", str(store), "--init-period", period, "--leads", "2",
+                     "--members", "2", "--set", "sampling.steps=4", "--out", str(work / f"fc{n}.nc"), *quiet[-2:]],
+        "evaluate": ["evaluate", "forecast", "--forecast", str(work / f"fc{n}.nc"), "--data", str(store),
+                     "--run", str(run), "--baselines", "none", "--out", str(work / f"scores{n}.json"), *quiet[-2:]],
+        "train_downscale": ["train", "downscale", "--data", str(store), "--variables", "var0", "--factor", "4",
+                            "--train-period", "2000-01-01/2001-12-31", "--max-steps", str(steps), "--out",
+                            str(ds_run), *quiet],
+        "downscale": ["downscale", "--run", str(ds_run), "--data", str(store), "--period", period, "--members", "2",
+                      "--set", "sampling.steps=4", "--out", str(work / f"down{n}.nc"), *quiet[-2:]],
+        "evaluate_downscale": ["evaluate", "downscale", "--downscaled", str(work / f"down{n}.nc"), "--data",
+                               str(store), "--run", str(ds_run), "--out", str(work / f"dscores{n}.json"),
+                               *quiet[-2:]],
+    }
     t0 = time.perf_counter()
-    common = ["--threads", "2"]
-    if phase == "train":
-        code = main(["train", "forecast", "--data", str(store), "--train-period", "2000-01-01/2001-12-31",
-                     "--max-steps", str(steps), "--out", str(run), "--set", "trainer.progress=false",
-                     "--set", "sampling.calibration_members=2", *common])
-    elif phase == "forecast":
-        import xarray as xr
-
-        times = xr.open_zarr(store).time.values
-        first = 2 * 365 * 4 + 8  # after the training years
-        period = f"{str(times[first])[:19]}/{str(times[first + inits - 1])[:19]}"
-        code = main(["forecast", "--run", str(run), "--data", str(store), "--init-period", period, "--leads", "2",
-                     "--members", "2", "--set", "sampling.steps=4", "--out", str(work / f"fc{inits}.nc"), *common])
-    else:
-        code = main(["evaluate", "forecast", "--forecast", str(work / f"fc{inits}.nc"), "--data", str(store),
-                     "--run", str(run), "--baselines", "none", "--out", str(work / f"scores{inits}.json"), *common])
+    code = main(commands[phase])
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"phase": phase, "inits": inits, "seconds": seconds, "peak_mib": peak, "code": code}))
+    print(json.dumps({"phase": phase, "inits": n, "seconds": seconds, "peak_mib": peak, "code": code}))
 
 
 def main() -> None:
@@ -84,6 +94,9 @@ def main() -> None:
     ap.add_argument("--inits", type=int, nargs="+", default=[64, 640],
                     help="initial times to forecast (multiples of the batch, 64, so every batch is the same size)")
     ap.add_argument("--steps", type=int, default=100, help="training steps")
+    ap.add_argument("--tasks", nargs="+", choices=["forecast", "downscale"], default=["forecast", "downscale"])
+    ap.add_argument("--times", type=int, nargs="+", default=[64, 640],
+                    help="time steps to downscale (multiples of the batch, 64)")
     ap.add_argument("--child", nargs=3, metavar=("PHASE", "WORK", "INITS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -98,7 +111,10 @@ def main() -> None:
         print(f"archive: {gb:.2f} GB on disk ({a.years:g} years 6-hourly, {a.grid[0]}x{a.grid[1]}, {a.variables} "
               f"variables x {len(a.levels)} levels), written in {time.perf_counter() - t0:.0f} s", flush=True)
         rows = []
-        for phase, counts in (("train", [0]), ("forecast", a.inits), ("evaluate", a.inits)):
+        phases = [("train", [0]), ("forecast", a.inits), ("evaluate", a.inits)] if "forecast" in a.tasks else []
+        if "downscale" in a.tasks:
+            phases += [("train_downscale", [0]), ("downscale", a.times), ("evaluate_downscale", a.times)]
+        for phase, counts in phases:
             for n in counts:
                 out = subprocess.run([sys.executable, "-m", "benchmarks.climate_archive", "--steps", str(a.steps),
                                       "--child", phase, str(work), str(n)], capture_output=True, text=True)
@@ -108,16 +124,18 @@ def main() -> None:
                 rows.append(json.loads(line[-1]))
                 print(rows[-1], flush=True)
     print(f"\n{machine()}")
-    print("| phase | initial times | seconds | seconds per initial time | peak memory (MiB) |")
+    print("| phase | initial times (forecast) or time steps (downscale) | seconds | seconds per one | peak memory "
+          "(MiB) |")
     print("|---|---|---|---|---|")
     for r in rows:
         per = f"{r['seconds'] / r['inits']:.3f}" if r["inits"] else ""
         print(f"| {r['phase']} | {r['inits'] or ''} | {r['seconds']:.1f} | {per} | {r['peak_mib']:.0f} |")
-    f = [r for r in rows if r["phase"] == "forecast"]
-    if len(f) > 1:
-        print(f"\nforecast, {f[-1]['inits'] // f[0]['inits']}x the initial times: peak memory "
-              f"{f[-1]['peak_mib'] / f[0]['peak_mib']:.2f}x, time per initial time "
-              f"{(f[-1]['seconds'] / f[-1]['inits']) / (f[0]['seconds'] / f[0]['inits']):.2f}x")
+    for phase in ("forecast", "evaluate", "downscale", "evaluate_downscale"):
+        f = [r for r in rows if r["phase"] == phase]
+        if len(f) > 1:
+            print(f"{phase}, {f[-1]['inits'] // f[0]['inits']}x the work: peak memory "
+                  f"{f[-1]['peak_mib'] / f[0]['peak_mib']:.2f}x, time per one "
+                  f"{(f[-1]['seconds'] / f[-1]['inits']) / (f[0]['seconds'] / f[0]['inits']):.2f}x")
 
 
 if __name__ == "__main__":

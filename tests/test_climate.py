@@ -556,7 +556,9 @@ def test_downscale_output_and_evaluate(a1b_downscale, tmp_path, capsys):
     scores = tmp_path / "s.json"
     assert main(["evaluate", "downscale", "--downscaled", str(out), "--data", str(A1B), "--run", str(run),
                  "--out", str(scores), "--plots", str(tmp_path / "p")]) == 0
-    assert (tmp_path / "p" / "air_temperature_spectrum.png").stat().st_size > 5000
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["air_temperature_maps.png",
+                                                                  "air_temperature_spectrum.png"]
+    assert all(p.stat().st_size > 5000 for p in (tmp_path / "p").iterdir())
     table = json.loads(scores.read_text())["air_temperature"]
     assert set(table) == {"sciffusion", "bilinear", "bicubic", "interp_bias_gaussian"}
     assert table["bilinear"]["spectrum_ratio_fine"] < 1.0  # interpolation is too smooth
@@ -566,6 +568,35 @@ def test_downscale_output_and_evaluate(a1b_downscale, tmp_path, capsys):
         assert vs["mean_diff"] == pytest.approx(table["sciffusion"]["crps"] - table[m]["crps"], rel=1e-6)
         assert 0 <= vs["pvalue"] <= 1
     assert "versus" not in table["sciffusion"]
+
+
+def test_downscale_and_its_evaluation_in_batches_of_time_steps_are_the_one_shot_ones(a1b_downscale, tmp_path):
+    """4 batches of 3 time steps (the last of 1) write the file of one batch of 10 (members seeded by their time,
+    values to the batch tolerance), and scoring it 3 time steps at a time prints the same table."""
+    run, one_shot = a1b_downscale
+    out = tmp_path / "batched.nc"
+    assert main(["downscale", "--run", str(run), "--data", str(A1B), "--period", "2090/2099", "--members", "3",
+                 "--batch-times", "3", "--out", str(out)]) == 0
+    with xr.open_dataset(out) as a, xr.open_dataset(one_shot) as b:
+        actual, expected = a.load(), b.load()
+    for ds in (expected, actual):
+        ds.attrs.pop("history", None)
+    assert_same_forecast(actual, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batched.nc"]  # the temporary store is gone
+    tables = []
+    for batch in ("3", "64"):
+        scores = tmp_path / f"s{batch}.json"
+        assert main(["evaluate", "downscale", "--downscaled", str(one_shot), "--data", str(A1B), "--run", str(run),
+                     "--batch-times", batch, "--out", str(scores)]) == 0
+        tables.append(json.loads(scores.read_text()))
+    assert tables[0].keys() == tables[1].keys()
+    for v in tables[1]:
+        for name, e in tables[1][v].items():
+            got = tables[0][v][name]
+            for k in ("crps", "rmse", "spread", "spread_skill", "spectrum_ratio_fine", "spectrum_ratio_all"):
+                assert got[k] == pytest.approx(e[k], rel=1e-9, nan_ok=True), (v, name, k)
+            if "versus" in e:
+                assert got["versus"]["pvalue"] == pytest.approx(e["versus"]["pvalue"], rel=1e-9)
 
 
 def test_downscale_from_coarse_file_matches_from_fine(a1b_downscale, tmp_path):

@@ -178,6 +178,30 @@ def lead_coords(init_times: Sequence[Any], data_times: Sequence[Any], leads: int
     return out
 
 
+def _whole_unit(step: pd.Timedelta) -> tuple[str, pd.Timedelta]:
+    """The largest of days, hours, minutes, seconds that divides ``step`` (seconds when none does)."""
+    return next(((u, pd.Timedelta(d)) for u, d in _CLIMPRED_UNITS if step % pd.Timedelta(d) == pd.Timedelta(0)),
+                ("seconds", pd.Timedelta("1s")))
+
+
+def lead_unit(fc: xr.Dataset) -> tuple[float, str]:
+    """The size of one lead step and its unit, for axes: ``(6.0, "hours")`` for a 6-hourly forecast, ``(1.0,
+    "months")``, ``(1.0, "years")``, ``(1.0, "time steps")`` for an irregular step. ``fc`` in any layout, as written
+    (its ``lead_step`` still there)."""
+    fc = from_layout(fc)
+    lead = fc["lead_time"]
+    if "lead_step" not in fc.coords or lead.size == 0:
+        return 1.0, "time steps"
+    n = int(fc["lead_step"].values[0])
+    if np.issubdtype(lead.dtype, np.timedelta64):
+        unit, one = _whole_unit(pd.Timedelta(lead.values[0]) / n)
+        return float((pd.Timedelta(lead.values[0]) / n) / one), unit
+    unit = str(lead.attrs.get("units", ""))
+    if unit in ("months", "years", *(u for u, _ in _CLIMPRED_UNITS)):  # climpred's integer leads with units
+        return float(lead.values[0]) / n, unit
+    return 1.0, "time steps"
+
+
 def init_attrs(time_attrs: dict[str, Any]) -> dict[str, Any]:
     """The initial time's attributes: the input time's, with the CF name of a forecast's reference time."""
     return {**{k: v for k, v in time_attrs.items() if k not in ("bounds", "axis")},
@@ -199,7 +223,7 @@ def to_layout(fc: xr.Dataset, layout: str) -> xr.Dataset:
                          f"{lead.attrs.get('units', 'steps')} (use --layout climpred)")
     if layout == "climpred" and np.issubdtype(lead.dtype, np.timedelta64):  # climpred wants integers with units
         step = pd.Timedelta(lead.values[0]) / int(fc["lead_step"].values[0])
-        unit, one = next((u, pd.Timedelta(d)) for u, d in _CLIMPRED_UNITS if step % pd.Timedelta(d) == pd.Timedelta(0))
+        unit, one = _whole_unit(step)
         ints = np.rint(lead.values / np.timedelta64(one)).astype("int64")
         fc = fc.assign_coords(lead_time=("lead_time", ints, {**lead.attrs, "units": unit}))
     return fc.rename(_RENAMES[layout]).assign_attrs(sciffusion_layout=layout)

@@ -18,10 +18,11 @@ baseline the issue asks a diffusion model to beat; training adds the spatial str
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import pathlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,9 @@ from torch.utils.data import Dataset
 from ..._version import __version__
 from ...diffusion import derive_seed
 from ...tasks.outputs import provenance, state_tensors
+from ...tasks.shards import Shard
 from ...training.fit import TrainedRun, load_trained
+from .coords import find_time
 from .fields import Grid, field_array, open_fields, output_attrs, output_coord, select_period, time_key
 from .levels import stack_levels
 from .units import units_of
@@ -169,10 +172,39 @@ def crop_to_factor(ds: xr.Dataset, grid: Grid, factor: int) -> tuple[xr.Dataset,
     return ds, grid.cropped(H - H % factor, W - W % factor)
 
 
-def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period: str | None
-                 ) -> tuple[xr.Dataset, np.ndarray, Grid, Grid]:
-    """Read ``data`` as coarse fields for ``run``: on the run's coarse grid as they are, or on its fine grid
-    (coarsened by block means here). Returns ``(ds, coarse (T, C, h, w), fine grid, data grid)``."""
+@dataclasses.dataclass
+class CoarseInput:
+    """What ``downscale`` reads, opened lazily: ``ds`` on the run's fine grid (coarsened here, batch by batch) or
+    on its coarse grid (taken as it is); ``fine`` is the run's fine grid. Nothing is read until :meth:`coarse` or
+    :meth:`fine_fields` asks for a range of time steps."""
+
+    ds: xr.Dataset
+    time: str  #: the data's time dim
+    variables: list[str]
+    fine: Grid
+    factor: int
+    is_fine: bool
+
+    @property
+    def steps(self) -> int:
+        return int(self.ds.sizes[self.time])
+
+    def fine_fields(self, lo: int, hi: int) -> np.ndarray:
+        """``(n, C, H, W)`` fine fields of time steps ``lo:hi`` (the truth, when the input is on the fine grid)."""
+        if not self.is_fine:
+            raise ValueError("the data are on the run's coarse grid: the fine truth is not in them")
+        return field_array(self.ds.isel({self.time: slice(lo, hi)}), self.variables)
+
+    def coarse(self, lo: int, hi: int) -> np.ndarray:
+        """``(n, C, h, w)`` coarse fields of time steps ``lo:hi``, in physical units."""
+        if self.is_fine:
+            return block_mean(self.fine_fields(lo, hi), self.factor)
+        return field_array(self.ds.isel({self.time: slice(lo, hi)}), self.variables)
+
+
+def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period: str | None) -> CoarseInput:
+    """Open ``data`` as coarse fields for ``run``: on the run's coarse grid as they are, or on its fine grid
+    (coarsened by block means as they are read). Checks the grid; reads no values."""
     meta = run.metadata
     variables, fine = meta["variables"], Grid.from_dict(meta["grid"])
     f = int(meta["factor"])
@@ -186,38 +218,62 @@ def coarse_input(run: TrainedRun, data: str | pathlib.Path | xr.Dataset, period:
     if g.shape[0] >= H and g.shape[1] >= W:
         ds, g = crop_to_factor(ds, g, f) if g.shape != (H, W) else (ds, g)
         fine.check(g, "the data")
-        return ds, block_mean(field_array(ds, variables), f), fine, g
+        return CoarseInput(ds, g.time, variables, fine, f, True)
     coarse_grid.check(g, "the data (neither the run's fine grid nor its coarse grid)")
-    return ds, field_array(ds, variables), fine, g
+    return CoarseInput(ds, g.time, variables, fine, f, False)
+
+
+def downscale_batches(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
+                      period: str | None = None, members: int = 8, seed: int = 0,
+                      sampling: dict[str, Any] | None = None, batch: int = 64, shard: Shard | None = None,
+                      progress: bool = False) -> Iterator[tuple[int, xr.Dataset]]:
+    """``(batch number, ensemble)`` of the time steps in ``period``, ``batch`` time steps at a time (in order), so
+    that memory holds one batch's inputs and members, whatever the number of time steps; a member's values do not
+    depend on the batching (its seed comes from its time). With ``shard`` (processes under torchrun), only this
+    process's batches. Write them with :func:`~sciffusion.tasks.shards.write_sharded`; arguments as
+    :func:`downscale`."""
+    run = load_trained(run, task="downscale")
+    if members < 1:
+        raise ValueError(f"members must be >= 1; got {members}")
+    if batch < 1:
+        raise ValueError(f"the batch of time steps must be >= 1; got {batch}")
+    src = coarse_input(run, data, period)
+    prep = DownscalePrep.from_run(run)
+    spec = run.sampling_spec(sampling)
+    fine, C = src.fine, len(src.variables)
+    T, time = src.steps, src.time
+    # Keyed by the time itself: two batches or shards of one period draw what the whole period would.
+    keys = [time_key(t) for t in src.ds[fine.time].values] if fine.time in src.ds.coords else list(range(T))
+    inflation = float(spec.inflation or 1.0)
+    note = (f"run {run.config.get('out')}, factor {prep.factor}, {members} members, sampler {spec.sampler} "
+            f"{spec.steps} steps, spread inflation {inflation:.3f}")
+    for i, lo in (shard or Shard()).mine(range(0, T, batch)):
+        hi = min(T, lo + batch)
+        base = prep.interp(src.coarse(lo, hi))
+        cond = torch.from_numpy(np.repeat(prep.cond(base), members, axis=0))
+        seeds = [derive_seed(seed, "downscale", t, m) for t in keys[lo:hi] for m in range(members)]
+        z = run.sample((C, *fine.shape), seeds, cond=cond, sampling=spec, progress=progress,
+                       desc=f"downscale {lo + 1}-{hi} of {T}").cpu().numpy().astype(np.float64)
+        z = z.reshape(hi - lo, members, C, *fine.shape)
+        out = prep.denorm(base[:, None] + prep.bias + prep.scale * z)
+        out = np.where(prep.land, np.nan, out).astype(np.float32)
+        yield i, fine_dataset(out, src.ds.isel({time: slice(lo, hi)}), fine, run, "sciffusion diffusion downscaling",
+                              note, {"sciffusion_inflation": inflation, **provenance(seed, spec)})
 
 
 def downscale(run: TrainedRun | str | pathlib.Path, data: str | pathlib.Path | xr.Dataset, *,
               period: str | None = None, members: int = 8, seed: int = 0, sampling: dict[str, Any] | None = None,
-              progress: bool = False) -> xr.Dataset:
+              batch: int = 64, progress: bool = False) -> xr.Dataset:
     """An ensemble of fine fields ``(time, member, lat, lon)`` per variable, in physical units on the run's fine grid,
-    NaN on cells missing in all training fields; member ``m`` at time ``t`` has its own seed."""
-    run = load_trained(run, task="downscale")
-    if members < 1:
-        raise ValueError(f"members must be >= 1; got {members}")
-    ds, coarse, fine, g = coarse_input(run, data, period)
-    prep = DownscalePrep.from_run(run)
-    spec = run.sampling_spec(sampling)
-    T, C = coarse.shape[:2]
-    base = prep.interp(coarse)
-    cond = torch.from_numpy(np.repeat(prep.cond(base), members, axis=0))
-    # Keyed by the time itself: two shards of one period draw what the whole period would.
-    times = [time_key(t) for t in ds[fine.time].values] if fine.time in ds.coords else list(range(T))
-    seeds = [derive_seed(seed, "downscale", t, m) for t in times for m in range(members)]
-    inflation = float(spec.inflation or 1.0)
-    z = run.sample((C, *fine.shape), seeds, cond=cond, sampling=spec, progress=progress,
-                   desc="downscale").cpu().numpy().astype(np.float64)
-    z = z.reshape(T, members, C, *fine.shape)
-    out = prep.denorm(base[:, None] + prep.bias + prep.scale * z)
-    out = np.where(prep.land, np.nan, out).astype(np.float32)
-    note = (f"run {run.config.get('out')}, factor {prep.factor}, {members} members, sampler {spec.sampler} "
-            f"{spec.steps} steps, spread inflation {inflation:.3f}")
-    return fine_dataset(out, ds, fine, run, "sciffusion diffusion downscaling", note,
-                        {"sciffusion_inflation": inflation, **provenance(seed, spec)})
+    NaN on cells missing in all training fields; member ``m`` at time ``t`` has its own seed. Made ``batch`` time
+    steps at a time and joined in memory: for long periods write :func:`downscale_batches` to a file instead."""
+    parts = [ds for _, ds in downscale_batches(run, data, period=period, members=members, seed=seed,
+                                               sampling=sampling, batch=batch, progress=progress)]
+    if not parts:
+        raise ValueError("no time step to downscale (an empty period?)")
+    time = find_time(parts[0])
+    return parts[0] if len(parts) == 1 else xr.concat(parts, dim=time, data_vars="minimal", coords="minimal",
+                                                       compat="override", combine_attrs="override")
 
 
 def fine_dataset(out: np.ndarray, ds: xr.Dataset, fine: Grid, run: TrainedRun, source: str, note: str,

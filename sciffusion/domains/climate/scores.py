@@ -130,6 +130,24 @@ class EnsembleScores:
         self.sums = parts if self.sums is None else {k: self.sums[k] + v for k, v in parts.items()}
         return self
 
+    def collapse(self, dims: Sequence[str]) -> EnsembleScores:
+        """These scores kept over fewer dims: the sums added up over ``dims``. A batch scored per time step (for the
+        Diebold-Mariano tests) is folded into the totals this way, with its CRPS computed once."""
+        out = EnsembleScores([k for k in self.keep if k not in dims], self.member)
+        out.members = self.members
+        out.sums = None if self.sums is None else {k: v.sum(list(dims)) for k, v in self.sums.items()}
+        return out
+
+    def merge(self, other: EnsembleScores) -> EnsembleScores:
+        """Add ``other``'s sums (the same ``keep`` and members) to these, in place."""
+        if other.sums is None:
+            return self
+        if other.keep != self.keep or self.members not in (None, other.members):
+            raise ValueError("only scores kept over the same dims, of ensembles of one size, can be merged")
+        self.members = other.members
+        self.sums = dict(other.sums) if self.sums is None else {k: self.sums[k] + v for k, v in other.sums.items()}
+        return self
+
     def compute(self) -> xr.Dataset:
         if self.sums is None or self.members is None:
             raise ValueError("no forecast was scored (update was never called)")

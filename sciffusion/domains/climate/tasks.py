@@ -10,16 +10,16 @@ import numpy as np
 
 from ...tasks.base import TASKS, Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
-from ...tasks.outputs import open_output, recorded_seed, report_scores, write_netcdf
+from ...tasks.outputs import open_output, recorded_seed, report_scores
 from ...tasks.shards import current_shard, write_sharded
 from ...training.checkpoint import source_label
 from ...training.data import DiffusionDataModule
 from ...training.fit import TrainedRun, load_trained
-from .conventions import INIT_DIM, LAYOUTS, calendar, contiguous, to_internal, to_layout
+from .conventions import INIT_DIM, LAYOUTS, calendar, contiguous, lead_unit, to_internal, to_layout
 from .downscale import (
     DownscaleSamples,
     crop_to_factor,
-    downscale,
+    downscale_batches,
     fit_downscale_prep,
 )
 from .downscale_scores import evaluate_downscaling, format_downscale_table
@@ -214,7 +214,8 @@ class Forecast(Task):
             return self.evaluate_nfe(config)
         if not e.get("forecast"):
             raise ValueError("give --forecast FILE to score, or --run RUN with --nfe N... to compare sampling costs")
-        fc = to_internal(open_output(e["forecast"], "forecast", lazy=True))  # scored a batch of initial times at a time
+        written = open_output(e["forecast"], "forecast", lazy=True)
+        fc = to_internal(written)  # scored a batch of initial times at a time
         base = e.get("baselines") or list(BASELINES)
         base = () if base in (["none"], "none") else tuple([base] if isinstance(base, str) else base)
         if base and not config.get("run"):
@@ -226,7 +227,10 @@ class Forecast(Task):
         if e.get("plots"):
             from .plots import forecast_plots  # matplotlib: only with --plots
 
-            forecast_plots(table, split_levels(fc), truth_for(fc, config["data"]["path"]), e["plots"])
+            # The maps show the last initial time: its truth is all that is read.
+            last = written.isel({INIT_DIM[written.attrs.get("sciffusion_layout", "sciffusion")]: [-1]})
+            truth = split_levels(to_internal(truth_for(last, config["data"]["path"])))
+            forecast_plots(table, split_levels(fc.isel(init_time=[-1])), truth, e["plots"], lead_unit(written))
         return report_scores(table, format_table(table), config.get("out"))
 
     def evaluate_nfe(self, config: dict[str, Any]) -> pathlib.Path | str:
@@ -275,7 +279,8 @@ class Downscale(Task):
         "trainer": {"max_steps": 800, "checkpoint_every": 200, "val_every": 200},
         "sampling": {"sampler": "dpmpp_2m", "steps": 12, "sigma_min": 0.01, "sigma_max": 20.0, "rho": 7.0,
                      "exact_gaussian": True, "inflation": None, "calibrate": True, "calibration_members": 8},
-        "downscale": {"period": None, "members": 8},
+        "downscale": {"period": None, "members": 8, "batch_times": 64},
+        "evaluate": {"batch_times": 64},
     }
     train_flags = (
         Flag("--data", "data.path", "fine fields: " + DATA_HELP, nargs="+"),
@@ -293,10 +298,14 @@ class Downscale(Task):
         Flag("--period", "downscale.period", "time steps to downscale, e.g. 2030/2099"),
         Flag("--members", "downscale.members", "ensemble members", int),
         Flag("--inflation", "sampling.inflation", "override the calibrated spread inflation", float),
+        Flag("--batch-times", "downscale.batch_times", "time steps made at a time (memory holds one batch; the "
+             "output is the same for any batch)", int),
     )
     required_sample = ("run", "out", "data.path")
     evaluate_flags = (Flag("--downscaled", "evaluate.downscaled", "file written by 'sciffusion downscale'"),
-                      Flag("--data", "data.path", "the fine truth: " + DATA_HELP, nargs="+"))
+                      Flag("--data", "data.path", "the fine truth: " + DATA_HELP, nargs="+"),
+                      Flag("--batch-times", "evaluate.batch_times", "time steps scored at a time (memory holds one "
+                           "batch; the scores are the same for any batch)", int))
     required_evaluate = ("evaluate.downscaled", "data.path", "run")
 
     def train(self, config: dict[str, Any]) -> pathlib.Path:
@@ -335,16 +344,21 @@ class Downscale(Task):
         return run_training(config, dm, net, meta, prep.state_dict(), calibrate)
 
     def sample(self, config: dict[str, Any]) -> pathlib.Path:
-        out = downscale(config["run"], config["data"]["path"], period=config["downscale"].get("period"),
-                        members=int(config["downscale"]["members"]), seed=int(config["seed"]),
-                        sampling=config.get("sampling", {}), progress=True)
-        return write_netcdf(out, config["out"])
+        d, shard = config["downscale"], current_shard()
+        run = load_trained(config["run"], task=self.name)
+        batches = downscale_batches(run, config["data"]["path"], period=d.get("period"),
+                                    members=int(d["members"]), seed=int(config["seed"]),
+                                    sampling=config.get("sampling", {}), batch=int(d.get("batch_times") or 64),
+                                    shard=shard, progress=True)
+        # One batch of time steps in memory at a time, appended to the output as it comes (as the forecast does).
+        return write_sharded(batches, config["out"], run.metadata["grid"]["time"], shard)
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
-        fc = open_output(config["evaluate"]["downscaled"], "downscale")
+        e = config["evaluate"]
+        fc = open_output(e["downscaled"], "downscale", lazy=True)  # scored a batch of time steps at a time
         table = evaluate_downscaling(fc, config["data"]["path"], config["run"],
-                                     seed=recorded_seed(fc.attrs, config.get("seed")),
-                                     plots=config["evaluate"].get("plots"))
+                                     seed=recorded_seed(fc.attrs, config.get("seed")), plots=e.get("plots"),
+                                     batch=int(e.get("batch_times") or 64))
         return report_scores(table, format_downscale_table(table), config.get("out"))
 
 
