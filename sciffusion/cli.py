@@ -20,7 +20,7 @@ import zlib
 from typing import Any
 
 from ._version import __version__
-from .training.checkpoint import RunError, load_run
+from .training.checkpoint import RunError, load_run, require_noise_levels
 from .training.config import dump_yaml, get_key, load_yaml, merge, parse_assignment, set_key
 
 FLAG_PREFIX = "cfg:"  # argparse dests of config flags, so they cannot collide with the CLI's own
@@ -216,6 +216,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     teacher = pathlib.Path(args.run)
     cfg = load_run(teacher)["config"]
+    require_noise_levels(cfg, "distillation")  # before any data is read
     task = TASKS.get(cfg.get("task"))
     if task is None:
         raise ValueError(f"{teacher} is a {cfg.get('task')!r} run, which has no training path to distil through")

@@ -1,5 +1,6 @@
-"""``--family`` on the train verbs (issue 31, part 3): a flow-matching run trains, records its family and samples
-through the same verbs; crps is refused until it exists; a setting that contradicts the family is refused."""
+"""``--family`` on the train verbs (issue 31, part 3): a flow-matching run and a CRPS-trained generator train,
+record their family and sample through the same verbs; what a generator cannot do (other grids, distillation) is
+refused in one line; a setting that contradicts the family is refused."""
 
 import json
 
@@ -49,8 +50,45 @@ def test_the_python_api_takes_the_family(data, tmp_path):
     assert run.module.hparams["parameterization"] == "flow"
 
 
+def test_a_crps_run_is_a_one_pass_generator_through_the_same_verbs(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "forecast", "--data", str(data), "--train-period", "2000-01/2002-12", "--family", "crps",
+                 "--out", str(run_dir), *TINY]) == 0
+    run = load_trained(run_dir)
+    assert run.family == "crps" and run.one_pass
+    h = run.module.hparams
+    assert (h["parameterization"], h["loss"], h["crps_members"], h["crps_alpha"]) == ("x0", "crps", 2, 0.95)
+    spec = run.sampling_spec()
+    assert (spec.sampler, spec.grid, spec.calibrate, spec.inflation) == ("euler", [1.0, 0.0], False, None)
+    capsys.readouterr()
+    assert main(["info", str(run_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "crps"
+    out = tmp_path / "fc.nc"
+    assert main(["forecast", "--run", str(run_dir), "--data", str(data), "--init-period", "2003-01/2003-03",
+                 "--leads", "2", "--members", "3", "--out", str(out)]) == 0
+    with xr.open_dataset(out) as fc:
+        assert np.isfinite(fc["tas"]).all() and fc.sizes["member"] == 3
+        assert float(fc["tas"].std("member").mean()) > 0  # members differ: the noise reaches the output
+    # one network call per member and lead
+    calls = []
+    den = run.denoiser()
+    net_forward = den.net.forward
+    den.net.forward = lambda *a, **k: calls.append(1) or net_forward(*a, **k)
+    import torch
+
+    run.sample((1, 4, 5), [1, 2, 3], cond=torch.zeros(3, run.module.net.cond_channels, 4, 5), sampling=spec)
+    assert len(calls) == 1  # one batch of 3 members, one pass
+    with pytest.raises(ValueError, match="CRPS-trained generator: it samples in one network pass, so "
+                                         "sampling.steps cannot be changed"):
+        run.sampling_spec({"steps": 12})
+    assert main(["distill", "--run", str(run_dir), "--steps", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "distillation needs a diffusion or flow run" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
-    (["--family", "crps"], "model.family crps (a CRPS-trained one-pass generator) is not available yet"),
+    (["--family", "crps", "--set", "model.parameterization=v"],
+     "model.family crps sets model.parameterization=x0; the config has parameterization=v"),
     (["--family", "flow", "--set", "model.parameterization=v"],
      "model.family flow sets model.parameterization=flow; the config has parameterization=v"),
 ])

@@ -1,5 +1,6 @@
 """Layer 1, the maths: domain-agnostic and rank-agnostic (``(batch, channels, *spatial)``, 1-3 spatial dims)."""
 
+from .crps import GENERATOR_SIGMA, CRPSLoss, afcrps, one_pass_grid
 from .exact import GaussianDenoiser, GaussianMixtureDenoiser, ring_mixture
 from .guidance import (
     ClassifierFreeGuidance,
@@ -62,7 +63,8 @@ __all__ = [
     "EDM", "VE", "VP", "Fixed", "Flow", "flow_t_to_sigma", "sigma_to_flow_t", "NoiseProcess", "alpha_bar_to_sigma",
     "karras_sigmas", "logsnr_to_sigma",
     "sigma_to_alpha_bar", "sigma_to_logsnr", "Denoiser", "coefficients", "measure_sigma_data", "network_target",
-    "DiffusionLoss", "loss_weight", "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2s", "dpmpp_3m",
+    "DiffusionLoss", "loss_weight", "CRPSLoss", "afcrps", "GENERATOR_SIGMA", "one_pass_grid",
+    "SAMPLERS", "ancestral_step", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2s", "dpmpp_3m",
     "euler", "heun", "nfe",
     "sample", "validate_sigmas", "ClassifierFreeGuidance", "KnownValues", "KnownCombinations",
     "combination_constraints", "concat_condition", "initial_state",

@@ -23,6 +23,7 @@ from ..training.fit import TrainedRun, export_run, fit, load_trained
 from ..training.module import DiffusionModule
 from ..training.sampling import SamplingSpec, fit_grid
 from ..training.schema import (
+    FAMILY_SAMPLING,
     ConfigError,
     DataConfig,
     Field,
@@ -92,8 +93,8 @@ COMMON_TRAIN_FLAGS = (
     Flag("--strategy", "trainer.strategy", "auto, ddp, ..."),
     Flag("--num-nodes", "trainer.num_nodes", "nodes (multi-node DDP)", int),
     Flag("--batch-size", "data.batch_size", "per-device batch size", int),
-    Flag("--family", "model.family", "model family: diffusion (EDM, the default) or flow (flow matching: straight "
-         "paths, a velocity network); crps is not available yet"),
+    Flag("--family", "model.family", "model family: diffusion (EDM, the default), flow (flow matching: straight "
+         "paths, a velocity network) or crps (a one-pass generator trained on the almost-fair CRPS)"),
 )
 COMMON_EVALUATE_FLAGS = (
     THREADS,
@@ -346,6 +347,8 @@ def run_training(config: dict[str, Any], datamodule: DiffusionDataModule, net: d
     ``{"sampling": {...}, "config": {section: {...}}, "metrics": {...}}`` to store in the run's config (settings
     chosen after training) and metadata."""
     model = resolve_family(_without_none(dict(config["model"])))
+    if model["family"] in FAMILY_SAMPLING:  # how the family samples (a one-pass generator: one Euler step)
+        config = {**config, "sampling": {**config.get("sampling", {}), **FAMILY_SAMPLING[model["family"]]}}
     model["net"] = _without_none({**model["net"], **net})
     model["seed"] = int(config["seed"])
     distilled: dict[str, Any] = {}

@@ -226,3 +226,9 @@ def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunError(f"refusing to load {path}: not a plain tensor file ({first[:160]})") from None
+
+
+def require_noise_levels(config: dict[str, Any], what: str) -> None:
+    """Refuse ``what`` (which needs a denoiser at every noise level) for a run ``config`` of the ``crps`` family."""
+    if config.get("model", {}).get("family") == "crps":
+        raise ValueError(f"{what} needs a diffusion or flow run: a CRPS-trained generator has no noise levels")

@@ -84,6 +84,7 @@ def distillation_module(model: dict[str, Any], distill: dict[str, Any]) -> tuple
 
     cfg = DistillConfig(**distill)
     teacher = load_trained(cfg.teacher)
+    teacher.require_noise_levels("distillation")
     if teacher.config.get("distill"):
         raise ValueError(f"{cfg.teacher} is itself a distilled run; distil its teacher "
                          f"({teacher.config['distill'].get('teacher')}) with the steps you want")

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ..diffusion import Denoiser
 from ..diffusion.precond import DenoiserFn
-from .checkpoint import RunError, atomic_write, load_run, save_run, source_label
+from .checkpoint import RunError, atomic_write, load_run, require_noise_levels, save_run, source_label
 from .data import DiffusionDataModule, dataset_length
 from .module import DiffusionModule
 from .normalizer import Normalizer
@@ -158,6 +158,10 @@ def export_run(run_dir: str | os.PathLike, module: DiffusionModule, trainer: L.T
                     normalizer=None if normalizer is None else normalizer.state_dict(), metadata=meta, state=state)
 
 
+# The sampling settings a one-pass generator fixes (its grid is one Euler step from GENERATOR_SIGMA to 0).
+ONE_PASS_FIXED = ("sampler", "steps", "grid", "sigma_min", "sigma_max", "rho", "fit_nfe", "S_churn", "eta")
+
+
 @dataclass
 class TrainedRun:
     """A loaded run: the module (EMA and live weights), its normaliser, config and metadata."""
@@ -180,7 +184,29 @@ class TrainedRun:
         keeps the run's value); a :class:`SamplingSpec` is used as it is."""
         if isinstance(overrides, SamplingSpec):
             return overrides
+        if self.one_pass:
+            asked = sorted(k for k, v in (overrides or {}).items() if v is not None and k in ONE_PASS_FIXED
+                           and v != self.config.get("sampling", {}).get(k))
+            if asked:
+                raise ValueError(f"this run is a CRPS-trained generator: it samples in one network pass, so "
+                                 f"sampling.{', sampling.'.join(asked)} cannot be changed")
         return SamplingSpec.from_settings(self.config.get("sampling"), overrides)
+
+    @property
+    def family(self) -> str:
+        """The model family the run was trained as: ``diffusion``, ``flow`` or ``crps``."""
+        return str(self.config.get("model", {}).get("family") or "diffusion")
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the run is a one-pass generator (``crps``): no noise levels to start part-way down, no grid
+        to choose or distil."""
+        return self.family == "crps"
+
+    def require_noise_levels(self, what: str) -> None:
+        """Refuse, in one line, what needs a denoiser at every noise level (partial diffusion, distillation) on a
+        one-pass generator."""
+        require_noise_levels(self.config, what)
 
     def sample(self, shape: Sequence[int], seeds: Sequence[int], *, cond: torch.Tensor | None = None,
                sampling: Mapping[str, Any] | SamplingSpec | None = None,

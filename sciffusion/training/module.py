@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from ..diffusion import Denoiser, DiffusionLoss, derive_seed, karras_sigmas
+from ..diffusion import CRPSLoss, Denoiser, DiffusionLoss, derive_seed, karras_sigmas
 from ..diffusion.noise import PROCESSES
 from ..nets import UNet
 from .ema import EMA
@@ -50,14 +50,18 @@ class DiffusionModule(L.LightningModule):
         seed: base seed of the per-step noise.
         compile: train through ``torch.compile(net)`` (opt-in: compiling takes seconds to minutes, once per run;
             measured in ``benchmarks/unet_throughput.py``).
-        family: the model family the run was configured as (``diffusion``, ``flow``), recorded; what it sets is
-            already in the arguments above (:func:`~sciffusion.training.schema.resolve_family`).
+        family: the model family the run was configured as (``diffusion``, ``flow``, ``crps``), recorded; what it
+            sets is already in the arguments above (:func:`~sciffusion.training.schema.resolve_family`).
+        loss: ``denoising`` (:class:`~sciffusion.DiffusionLoss`) or ``crps`` (:class:`~sciffusion.CRPSLoss`: a
+            one-pass generator trained on the almost-fair CRPS of ``crps_members`` samples per example, with
+            ``crps_alpha`` the weight of the fair CRPS in it).
     """
 
     def __init__(self, net: dict[str, Any], sigma_data: float = 0.5, parameterization: str = "edm",
                  process: str | dict[str, Any] = "edm", weighting: str = "edm", cond_dropout: float = 0.0,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_half_life: float = 500.0,
-                 seed: int = 0, noise_factor: int = 1, compile: bool = False, family: str = "diffusion") -> None:
+                 seed: int = 0, noise_factor: int = 1, compile: bool = False, family: str = "diffusion",
+                 loss: str = "denoising", crps_members: int = 2, crps_alpha: float = 0.95) -> None:
         super().__init__()
         # by name: a subclass's own arguments (a distillation teacher) are not the model's config
         self.save_hyperparameters(*HPARAMS)
@@ -67,8 +71,15 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(derive_seed(seed, "weights"))
             self.net = UNet(**net)
         self.ema = EMA(self.net, ema_half_life)
-        self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
-                                     noise_factor=noise_factor)
+        if loss == "crps":
+            if cond_dropout or noise_factor != 1:
+                raise ValueError("a CRPS-trained generator takes neither cond_dropout nor noise_factor")
+            self.loss_fn: DiffusionLoss | CRPSLoss = CRPSLoss(crps_members, crps_alpha)
+        elif loss == "denoising":
+            self.loss_fn = DiffusionLoss(build_process(process), weighting=weighting, cond_dropout=cond_dropout,
+                                         noise_factor=noise_factor)
+        else:
+            raise ValueError(f"loss must be denoising or crps; got {loss!r}")
 
     def denoiser(self, ema: bool = True) -> Denoiser:
         """The model as a sampler-ready denoiser ``D(x, sigma, cond=...)``; the EMA weights by default."""

@@ -74,6 +74,7 @@ def residuals(run: TrainedRun | str | os.PathLike, scan: Scan, sigmas: Sequence[
     the whole volume in tiles. The noise of (seed, level) depends on those two only, so a level's residual is the
     same in any set of levels."""
     run = load_trained(run, task="anomaly")
+    run.require_noise_levels("detection by partial diffusion")
     a = run.config["anomaly"]
     seeds = list(range(int(a["seeds"]))) if seeds is None else (list(range(seeds)) if isinstance(seeds,
                                                                                                  int) else list(seeds))
