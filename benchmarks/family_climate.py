@@ -1,12 +1,13 @@
 """Skill per cost of the model families on the main job (issue 31, part 4): the same data, network, commands and
-scores, trained as diffusion (the default) or as a flow-matching model, one training seed per call.
+scores, trained as diffusion (the default), as a flow-matching model or as a CRPS-trained one-pass generator, one
+training seed per call.
 
     python benchmarks/family_climate.py --family flow --seed 0 [--threads 1] [--work DIR]
 
 Runs the three commands of examples/climate_forecast.py (HadCM3 A1B, train 1860-2029, forecast 2030-2096, 3 leads,
-8 members, bootstrapped normals) with ``model.process``, ``model.parameterization`` and ``model.weighting`` set to
-the family's, and prints one line: per-lead CRPS and spread/skill of the model, the Diebold-Mariano p against damped
-persistence and the LIM, training and sampling wall time. Two families at once: give each ``--threads 1``.
+8 members, bootstrapped normals) with ``--family``, and prints one line: per-lead CRPS and spread/skill of the
+model, the Diebold-Mariano p against damped persistence and the LIM, training and sampling wall time. Two families
+at once: give each ``--threads 1``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from sciffusion import datasets
 
 FAMILIES = {
     "diffusion": [],
-    "flow": ["--set", "model.process=flow", "--set", "model.parameterization=flow", "--set", "model.weighting=flow"],
+    "flow": ["--family", "flow"],
+    "crps": ["--family", "crps"],
 }
 
 p = argparse.ArgumentParser()
@@ -31,6 +33,7 @@ p.add_argument("--family", choices=sorted(FAMILIES), default="diffusion")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--work", default=None)
+p.add_argument("--set", action="append", default=[], help="more config keys for training, KEY=VALUE")
 a = p.parse_args()
 work = pathlib.Path(a.work or tempfile.mkdtemp(prefix=f"family-{a.family}-{a.seed}-"))
 data = datasets.path("hadcm3_a1b")
@@ -46,7 +49,8 @@ def sciffusion(*argv) -> float:
 
 
 train_s = sciffusion("train", "forecast", "--data", data, "--train-period", "1860/2029", "--trend", "2", "--out", run,
-                     "--seed", a.seed, "--set", "trainer.progress=false", *FAMILIES[a.family])
+                     "--seed", a.seed, "--set", "trainer.progress=false", *FAMILIES[a.family],
+                     *(x for kv in a.set for x in ("--set", kv)))
 sample_s = sciffusion("forecast", "--run", run, "--data", data, "--init-period", "2030/2096", "--leads", "3",
                       "--members", "8", "--normal-uncertainty", "10", "--out", fc)
 sciffusion("evaluate", "forecast", "--forecast", fc, "--truth", data, "--run", run, "--out", scores)

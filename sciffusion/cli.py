@@ -168,6 +168,12 @@ def cmd_task(args: argparse.Namespace) -> int:
         {k: v for k, v in task.defaults.items() if k not in task.run_settings},
         {"seed": 0 if kind in ("sample", "run") else None, **{k: {} for k in task.run_settings}})
     config = task.check(resolve_config(base, args, getattr(task, f"required_{kind}")))
+    runs = config.get("run")
+    if isinstance(runs, list):  # --run takes several runs where a task compares them ('evaluate forecast')
+        if len(runs) == 1:
+            config["run"] = runs[0]
+        elif not (kind == "evaluate" and getattr(task, "compares_runs", False)):
+            raise ValueError("--run takes one run here; 'evaluate forecast' is the command that compares several")
     check_outputs(config, kind, getattr(task, "out_suffixes", {}).get(kind, ()))
     if args.print_config:
         print(dump_yaml(config), end="")

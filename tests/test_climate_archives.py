@@ -132,6 +132,26 @@ def test_fsspec_url_to_a_zarr_store():
         fsspec.filesystem("memory").rm("/wb2-test.zarr", recursive=True)
 
 
+def test_files_packed_differently_are_each_unpacked_with_their_own_scale(tmp_path):
+    """The data store packs each yearly file with its own int16 scale_factor/add_offset: not a bad input. Each file
+    is unpacked with its own, so the joined record equals the unpacked fields to each file's packing step."""
+    ds, enc = era5(periods=20)
+    other = {v: {**e, "scale_factor": 3 * e["scale_factor"], "add_offset": e["add_offset"] + 7.0}
+             for v, e in enc.items() if "scale_factor" in e}
+    ds.isel(valid_time=slice(0, 10)).to_netcdf(tmp_path / "a.nc", encoding=enc)
+    ds.isel(valid_time=slice(10, 20)).to_netcdf(tmp_path / "b.nc", encoding={**enc, **other})
+    joined, _ = open_fields([str(tmp_path / "a.nc"), str(tmp_path / "b.nc")])
+    expected = split_levels(ds)
+    assert list(joined.data_vars) == list(expected.data_vars) == ["t_1000", "t_850", "t_500", "t2m"]
+    for v in expected.data_vars:
+        packed = "t2m" if v == "t2m" else "t"
+        step = np.where(np.arange(20) < 10, enc[packed]["scale_factor"], other[packed]["scale_factor"])[:, None, None]
+        err = abs(joined[v] - expected[v]).transpose(*expected[v].dims).values  # aligned on the coordinates
+        assert err.shape == expected[v].shape
+        assert (err <= 0.5 * step + 1e-4).all(), v  # half a packing step (and float32 rounding) at most
+        assert (err[10:] > 0.5 * enc[packed]["scale_factor"] + 1e-4).any()  # the second file's coarser step shows
+
+
 # --- bad inputs: one line, exit 2, nothing written -----------------------------------------------------------------
 def _overlap(tmp_path):
     ds, enc = era5(periods=20)

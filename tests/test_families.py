@@ -59,7 +59,8 @@ def test_a_crps_run_is_a_one_pass_generator_through_the_same_verbs(data, tmp_pat
     h = run.module.hparams
     assert (h["parameterization"], h["loss"], h["crps_members"], h["crps_alpha"]) == ("x0", "crps", 2, 0.95)
     spec = run.sampling_spec()
-    assert (spec.sampler, spec.grid, spec.calibrate, spec.inflation) == ("euler", [1.0, 0.0], False, None)
+    assert (spec.sampler, spec.grid) == ("euler", [1.0, 0.0])
+    assert spec.inflation == run.metadata["metrics"]["inflation"]  # calibrated about G(0) as the other families
     capsys.readouterr()
     assert main(["info", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["family"] == "crps"
@@ -76,8 +77,11 @@ def test_a_crps_run_is_a_one_pass_generator_through_the_same_verbs(data, tmp_pat
     den.net.forward = lambda *a, **k: calls.append(1) or net_forward(*a, **k)
     import torch
 
-    run.sample((1, 4, 5), [1, 2, 3], cond=torch.zeros(3, run.module.net.cond_channels, 4, 5), sampling=spec)
+    cond = torch.zeros(3, run.module.net.cond_channels, 4, 5)
+    run.sample((1, 4, 5), [1, 2, 3], cond=cond, sampling=spec.replace(inflation=None))
     assert len(calls) == 1  # one batch of 3 members, one pass
+    run.sample((1, 4, 5), [1, 2, 3], cond=cond, sampling=spec)
+    assert len(calls) == 3  # inflated: one more pass for G(0), about which the members are scaled
     with pytest.raises(ValueError, match="CRPS-trained generator: it samples in one network pass, so "
                                          "sampling.steps cannot be changed"):
         run.sampling_spec({"steps": 12})
@@ -105,3 +109,47 @@ def test_resolve_family_keeps_explicit_flow_options():
     assert out == {"family": "flow", "process": {"name": "flow", "shift": 3.0}, "parameterization": "flow",
                    "weighting": "flow"}
     assert resolve_family({"process": "vp"}) == {"family": "diffusion", "process": "vp"}
+
+
+def test_evaluate_forecast_compares_runs_side_by_side(data, tmp_path, capsys):
+    """``evaluate forecast --run A B``: each run forecasts the same initial times with the same seeds; the table
+    has both, their sampling cost, and the Diebold-Mariano test of the pair on the per-initial-time CRPS."""
+    runs = {}
+    for family in ("diffusion", "crps"):
+        runs[family] = tmp_path / family
+        assert main(["train", "forecast", "--data", str(data), "--train-period", "2000-01/2002-12", "--family",
+                     family, "--out", str(runs[family]), *TINY]) == 0
+    out = tmp_path / "compare.json"
+    capsys.readouterr()
+    assert main(["evaluate", "forecast", "--run", str(runs["diffusion"]), str(runs["crps"]), "--data", str(data),
+                 "--init-period", "2003-01/2003-06", "--leads", "2", "--members", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["init_times"] == 6 and list(report["runs"]) == ["diffusion", "crps"]
+    assert report["runs"]["crps"]["family"] == "crps" and report["runs"]["crps"]["nfe_per_member_and_lead"] == 1
+    assert report["runs"]["diffusion"]["nfe_per_member_and_lead"] == 2  # TINY: 2 steps of DPM-Solver++(2M)
+    scores = report["scores"]["tas"]
+    for lead in ("1", "2"):
+        dm = report["pairs"]["tas"]["diffusion vs crps"][lead]
+        assert dm["mean_diff"] == pytest.approx(scores["diffusion"][lead]["crps"] - scores["crps"][lead]["crps"],
+                                                rel=1e-6, abs=1e-9)
+        assert 0 <= dm["pvalue"] <= 1
+    assert "diffusion vs crps" in text and "network calls per member and lead" in text
+    # one run's forecast scored from its file gives the same CRPS as in the comparison
+    fc = tmp_path / "crps.nc"
+    assert main(["forecast", "--run", str(runs["crps"]), "--data", str(data), "--init-period", "2003-01/2003-06",
+                 "--leads", "2", "--members", "3", "--out", str(fc)]) == 0
+    alone = tmp_path / "alone.json"
+    assert main(["evaluate", "forecast", "--forecast", str(fc), "--data", str(data), "--run", str(runs["crps"]),
+                 "--baselines", "none", "--out", str(alone)]) == 0
+    own = json.loads(alone.read_text())["tas"]["sciffusion"]
+    for lead in ("1", "2"):
+        assert own[lead]["crps"] == pytest.approx(scores["crps"][lead]["crps"], rel=1e-6)
+
+
+def test_several_runs_only_where_they_are_compared(data, tmp_path, capsys):
+    assert main(["evaluate", "downscale", "--run", str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(data),
+                 "--downscaled", str(tmp_path / "x.nc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sciffusion evaluate: error: --run takes one run here; 'evaluate forecast' is the command that "
+                   "compares several"]

@@ -98,7 +98,8 @@ COMMON_TRAIN_FLAGS = (
 )
 COMMON_EVALUATE_FLAGS = (
     THREADS,
-    Flag("--run", "run", "the run that wrote the outputs (its training period fits the baselines)"),
+    Flag("--run", "run", "the run that wrote the outputs (its training period fits the baselines); 'evaluate "
+         "forecast' takes several, forecasts with each and compares them", nargs="+"),
     Flag("--data", "data.path", "the truth (and the run's training period, for the baselines)"),
     Flag("--truth", "data.path", "same as --data"),
     Flag("--out", "out", "write the score table as JSON here"),
@@ -131,6 +132,7 @@ class Task:
     required_sample: ClassVar[tuple[str, ...]] = ("run", "out")
     required_evaluate: ClassVar[tuple[str, ...]] = ()
     shares_verb: ClassVar[bool] = False  # True: other tasks may use the same verb; the run's task picks the one
+    compares_runs: ClassVar[bool] = False  # True: its 'evaluate' takes several --run and compares them
     # Config sections a run stores and its sampling verb reads: the verb's config holds only what the user gives
     # there, so None means "the run's value" (a default would silently override the run's setting).
     run_settings: ClassVar[tuple[str, ...]] = ("sampling",)

@@ -25,7 +25,7 @@ from .conventions import calendar, from_layout, steps_after, to_internal, to_lay
 from .fields import field_array, open_fields, output_coord
 from .forecast import initial_states, normal_shifts, to_dataset, training_anomalies
 from .levels import split_levels, stack_levels
-from .scores import EnsembleScores, ensemble_scores, rank_histogram
+from .scores import EnsembleScores, rank_histogram
 from .stats import LIM, same_time_of_year
 
 BASELINES = ("persistence", "climatology", "damped_persistence", "lim")
@@ -170,12 +170,13 @@ class ForecastScores:
                 if name not in methods:
                     methods.append(name)
                 key = (v, name)
-                self.sums.setdefault(key, EnsembleScores(keep=("lead_time",))).update(fc[v], truth[v])
+                # scored per initial time once: the Diebold-Mariano tests take those, the totals their sums
+                one = EnsembleScores(keep=("lead_time", "init_time")).update(fc[v], truth[v])
+                self.per_init.setdefault(key, []).append(one.compute()["crps"])
+                self.sums.setdefault(key, EnsembleScores(keep=("lead_time",))).merge(one.collapse(["init_time"]))
                 if fc.sizes["member"] > 1:
                     counts = rank_histogram(fc[v].isel(lead_time=0), truth[v].isel(lead_time=0))
                     self.ranks[key] = counts if key not in self.ranks else self.ranks[key] + counts
-                self.per_init.setdefault(key, []).append(
-                    ensemble_scores(fc[v], truth[v], keep=("lead_time", "init_time"))["crps"])
         return self
 
     def compute(self) -> dict[str, Any]:
@@ -191,21 +192,31 @@ class ForecastScores:
                 if (v, name) in self.ranks:
                     entry["rank_histogram"] = self.ranks[(v, name)].tolist()
                 table[v][name] = entry
-            per_init = {name: xr.concat(self.per_init[(v, name)], "init_time") for name in methods}
-            if "sciffusion" in per_init and per_init["sciffusion"].sizes["init_time"] > 2:
-                ours = per_init["sciffusion"]
-                for name, theirs in per_init.items():
-                    if name == "sciffusion":
-                        continue
-                    table[v][name]["versus"] = {}
-                    for lead in ours["lead_time"].values:
-                        a = ours.sel(lead_time=lead).values
-                        b = theirs.sel(lead_time=lead).values
-                        n = int((np.isfinite(a) & np.isfinite(b)).sum())
-                        if n > 2:
-                            lag = min(max(int(lead) - 1, newey_west_lag(n)), n - 1)
-                            table[v][name]["versus"][str(int(lead))] = diebold_mariano(a, b, lag)
+            if "sciffusion" in methods:
+                for name in methods:
+                    if name != "sciffusion":
+                        versus = self.versus(v, "sciffusion", name)
+                        if versus is not None:
+                            table[v][name]["versus"] = versus
         return table
+
+    def versus(self, variable: str, a: str, b: str) -> dict[str, dict[str, float]] | None:
+        """Per lead, the Diebold-Mariano test of the per-initial-time area-mean CRPS of method ``a`` against ``b``
+        (``mean_diff`` < 0: ``a`` better), on the initial times both scored; None with 2 or fewer of them.
+        Consecutive initial times share errors (a drifting normal, lead overlap), so the Newey-West lag is the larger
+        of lead - 1 and the usual automatic lag for their number."""
+        ours = xr.concat(self.per_init[(variable, a)], "init_time")
+        theirs = xr.concat(self.per_init[(variable, b)], "init_time")
+        if ours.sizes["init_time"] <= 2:
+            return None
+        out = {}
+        for lead in ours["lead_time"].values:
+            x, y = ours.sel(lead_time=lead).values, theirs.sel(lead_time=lead).values
+            n = int((np.isfinite(x) & np.isfinite(y)).sum())
+            if n > 2:
+                lag = min(max(int(lead) - 1, newey_west_lag(n)), n - 1)
+                out[str(int(lead))] = diebold_mariano(x, y, lag)
+        return out
 
 
 def score_table(forecasts: dict[str, xr.Dataset], truth: xr.Dataset) -> dict[str, Any]:

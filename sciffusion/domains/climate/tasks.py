@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ...diffusion import nfe
 from ...tasks.base import TASKS, Flag, Task, register, run_training
 from ...tasks.calibration import spread_calibrator
 from ...tasks.outputs import open_output, recorded_seed, report_scores
@@ -23,7 +25,15 @@ from .downscale import (
     fit_downscale_prep,
 )
 from .downscale_scores import evaluate_downscaling, format_downscale_table
-from .evaluate import BASELINES, evaluate_forecast, format_table, mean_over_leads, score_table, truth_for
+from .evaluate import (
+    BASELINES,
+    ForecastScores,
+    evaluate_forecast,
+    format_table,
+    mean_over_leads,
+    score_table,
+    truth_for,
+)
 from .fields import field_array, open_fields, select_period
 from .forecast import forecast, forecast_batches, normal_steps, recent_normal
 from .forecast_data import ForecastWindows, Preprocess, forcing_stats, read_static
@@ -43,6 +53,7 @@ class Forecast(Task):
     name = "forecast"
     verb = "forecast"
     out_suffixes = {"sample": (*NETCDF_OUT, ".zarr")}  # what --out may name (refused before sampling otherwise)
+    compares_runs: ClassVar[bool] = True  # 'evaluate forecast --run A B C'
     summary = "ensemble forecasts of gridded fields (netCDF/zarr in, netCDF out)"
     defaults: dict[str, Any] = {
         "data": {"variables": None, "levels": None, "train_period": None, "history": 2, "climatology": "auto",
@@ -210,6 +221,8 @@ class Forecast(Task):
 
     def evaluate(self, config: dict[str, Any]) -> pathlib.Path | str:
         e = config.get("evaluate", {})
+        if isinstance(config.get("run"), list):
+            return self.evaluate_runs(config)
         if e.get("nfe"):
             return self.evaluate_nfe(config)
         if not e.get("forecast"):
@@ -232,6 +245,38 @@ class Forecast(Task):
             truth = split_levels(to_internal(truth_for(last, config["data"]["path"])))
             forecast_plots(table, split_levels(fc.isel(init_time=[-1])), truth, e["plots"], lead_unit(written))
         return report_scores(table, format_table(table), config.get("out"))
+
+    def evaluate_runs(self, config: dict[str, Any]) -> pathlib.Path | str:
+        """``--run A B C``: forecast with each run from the same initial times, members and seeds, and score them
+        side by side: each run's scores and sampling wall time, and the Diebold-Mariano test of every pair."""
+        e, data = config["evaluate"], config["data"]["path"]
+        if e.get("nfe") or e.get("forecast"):
+            raise ValueError("several --run forecast and compare; give neither --forecast nor --nfe with them")
+        runs = [str(r) for r in config["run"]]
+        names = [pathlib.Path(r).name for r in runs]
+        labels = names if len(set(names)) == len(names) else runs
+        forecasts, info = {}, {}
+        for label, path in zip(labels, runs):
+            run = load_trained(path, task=self.name)
+            start = time.perf_counter()
+            fc = forecast(run, data, init_period=e.get("init_period"), leads=int(e.get("leads") or 3),
+                          members=int(e.get("members") or 16), seed=int(config.get("seed") or 0),
+                          normal_uncertainty=float(e.get("normal_uncertainty") or 0.0))
+            spec = run.sampling_spec()
+            info[label] = {"run": path, "family": run.family, "sampling_seconds": time.perf_counter() - start,
+                           "nfe_per_member_and_lead": nfe(spec.sampler, spec.steps)}
+            forecasts[label] = to_internal(fc)
+        common = sorted(set.intersection(*(set(fc["init_time"].values) for fc in forecasts.values())))
+        if len(common) < 3:
+            raise ValueError(f"the runs share {len(common)} initial time(s) in the period; need at least 3")
+        forecasts = {k: fc.sel(init_time=common) for k, fc in forecasts.items()}
+        first = next(iter(forecasts.values()))
+        scores = ForecastScores().update(forecasts, truth_for(first, data))
+        table = scores.compute()
+        pairs = {v: {f"{a} vs {b}": scores.versus(v, a, b) for i, a in enumerate(labels) for b in labels[i + 1:]}
+                 for v in table}
+        report = {"runs": info, "scores": table, "pairs": pairs, "init_times": len(common)}
+        return report_scores(report, format_runs(report), config.get("out"))
 
     def evaluate_nfe(self, config: dict[str, Any]) -> pathlib.Path | str:
         """``--nfe``: the run's forecasts at each NFE (same seeds), scored by the mean fair CRPS over variables and
@@ -360,6 +405,23 @@ class Downscale(Task):
                                      seed=recorded_seed(fc.attrs, config.get("seed")), plots=e.get("plots"),
                                      batch=int(e.get("batch_times") or 64))
         return report_scores(table, format_downscale_table(table), config.get("out"))
+
+
+def format_runs(report: dict[str, Any]) -> str:
+    """The text of :meth:`Forecast.evaluate_runs`: the score table, each run's cost, every pair's DM test."""
+    lines = [format_table(report["scores"]), "", f"sampling ({report['init_times']} initial times):"]
+    for label, r in report["runs"].items():
+        lines.append(f"  {label:<20} {r['family']:<10} {r['sampling_seconds']:8.1f} s, "
+                     f"{r['nfe_per_member_and_lead']} network calls per member and lead")
+    for v, pairs in report["pairs"].items():
+        lines.append(f"{v}: CRPS difference of each pair in % of the second's, Diebold-Mariano p (per initial time)")
+        for pair, per_lead in pairs.items():
+            b = pair.split(" vs ", 1)[1]
+            cells = "".join(
+                (f"  lead {lead}: {1e2 * dm['mean_diff'] / report['scores'][v][b][lead]['crps']:+.1f}% "
+                 f"(p {dm['pvalue']:.3f})").ljust(30) for lead, dm in (per_lead or {}).items())
+            lines.append(f"  {pair:<30}{cells}")
+    return "\n".join(lines)
 
 
 def train_forecast(data: Any, out: str | pathlib.Path, *, settings: dict[str, Any] | None = None,
