@@ -151,3 +151,21 @@ def test_inference_products_are_batch_invariant_to_the_last_bit(threads):
             assert _splits_agree(net, *args) and net(*args).abs().max() > 0.1
     finally:
         torch.set_num_threads(before)
+
+
+def test_noise_vector_reaches_the_network_through_the_embedding_only():
+    """FGN's way in: the first k input values modulate every block; the rest of the input is not seen."""
+    torch.manual_seed(0)
+    net = sf.UNet(dims=2, in_channels=1, channels=(8, 16), num_res_blocks=1, zero_init=False, noise_vector=4).eval()
+    x = torch.randn(2, 1, 4, 6)
+    c = torch.zeros(2)
+    with torch.no_grad():
+        base = net(x, c)
+        later = x.clone()
+        later[:, :, 1:] += 5.0  # values past the first 4 of each sample
+        first = x.clone()
+        first[:, 0, 0, :4] += 1.0
+        torch.testing.assert_close(net(later, c), base)
+        assert (net(first, c) - base).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="noise_vector=4 needs at least that many input values"):
+        net(torch.randn(2, 1, 1, 3), torch.zeros(2))

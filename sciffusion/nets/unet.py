@@ -34,13 +34,18 @@ class UNet(nn.Module):
             convolution additively; a condition that should change how the input channels relate to each other
             (market scenarios: a correlation that rises in a crisis, a denoiser ``M(cond) x``) needs this
             multiplicative path. Meant for conditions that are constant along the spatial axes.
+        noise_vector: for a one-pass generator (``sciffusion.diffusion.crps``), FGN's way in for its noise: the
+            first ``noise_vector`` values of each sample's input (i.i.d. standard normal draws, scaled), as a vector,
+            go through an MLP into the embedding that scales and shifts every ResBlock, and the input channels are
+            zeroed, so the noise reaches the network only that way (a few numbers that modulate every layer, rather
+            than an independent draw per cell). 0 (default): the input enters the first convolution as it is.
     """
 
     def __init__(self, dims: int = 2, in_channels: int = 1, out_channels: int | None = None, cond_channels: int = 0,
                  channels: Sequence[int] = (64, 128, 256), num_res_blocks: int = 2,
                  attention_levels: Sequence[int] = (), head_dim: int = 32, dropout: float = 0.0,
                  periodic: Sequence[bool] = (), gradient_checkpointing: bool = False, zero_init: bool = True,
-                 cond_embedding: bool = False) -> None:
+                 cond_embedding: bool = False, noise_vector: int = 0) -> None:
         super().__init__()
         if dims not in (1, 2, 3):
             raise ValueError(f"dims must be 1, 2 or 3; got {dims}")
@@ -57,6 +62,11 @@ class UNet(nn.Module):
             raise ValueError("cond_embedding needs cond_channels > 0")
         self.cond_embed = (nn.Sequential(Linear(cond_channels, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
                            if cond_embedding else None)
+        if noise_vector < 0:
+            raise ValueError(f"noise_vector must be >= 0; got {noise_vector}")
+        self.noise_vector = int(noise_vector)
+        self.noise_embed = (nn.Sequential(Linear(noise_vector, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
+                            if noise_vector else None)
         self.conv_in = Conv(dims, in_channels + cond_channels, channels[0], 3, periodic=periodic)
 
         def res(ci, co):
@@ -101,6 +111,13 @@ class UNet(nn.Module):
                              f" got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"channel mismatch: network expects {self.in_channels} input channels, got {x.shape[1]}")
+        noise = None
+        if self.noise_embed is not None:  # the noise as a vector through the embedding, not as input channels
+            flat = x.flatten(1)
+            if flat.shape[1] < self.noise_vector:
+                raise ValueError(f"noise_vector={self.noise_vector} needs at least that many input values per "
+                                 f"sample; got {flat.shape[1]}")
+            noise, x = flat[:, :self.noise_vector], torch.zeros_like(x)
         if self.cond_channels:
             if cond is None:
                 raise ValueError(f"network expects {self.cond_channels} condition channels, got no `cond`")
@@ -119,6 +136,9 @@ class UNet(nn.Module):
         if self.cond_embed is not None:
             assert cond is not None  # checked above
             emb = emb + self.cond_embed(cond.to(x.dtype).flatten(2).mean(2))
+        if noise is not None:
+            assert self.noise_embed is not None
+            emb = emb + self.noise_embed(noise)
         h = self.conv_in(h)
         skips = [h]
         for blocks in self.down:

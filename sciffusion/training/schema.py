@@ -61,6 +61,9 @@ class NetConfig:
     # also feed the (spatially averaged) condition into every block's scale/shift; None = off (multiplicative
     # conditioning, for conditions constant along the axes, such as market scenarios' summaries of the past)
     cond_embedding: bool | None = None
+    # one-pass generators (family crps): FGN's way in for the noise, the first N input values as a vector through the
+    # embedding of every ResBlock instead of input channels (0: input channels)
+    noise_vector: int | None = None
     # Set by the task from the data (given here only to override): spatial rank, channel counts, periodic axes.
     dims: int | None = None  # spatial dimensions of a sample: 1, 2 or 3
     in_channels: int | None = None  # channels of x
