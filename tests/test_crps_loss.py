@@ -87,3 +87,14 @@ def test_one_euler_step_on_the_one_pass_grid_is_one_generator_call():
     x = sf.sample(den, (4, 1, 3, 3), grid, sampler="euler", extra_args={"cond": cond}, generator=g)
     z = sf.randn((4, 1, 3, 3), sf.generators_from_seeds([1, 2, 3, 4]))
     torch.testing.assert_close(x, cond + 0.7 * z * sf.GENERATOR_SIGMA, rtol=1e-5, atol=1e-6)
+
+
+def test_an_untrained_gen_generator_draws_the_gaussian_base_law():
+    """``gen``: D = sd z + sd F; with F = 0 (a zero-initialised U-Net) one Euler step on the one-pass grid draws
+    N(0, sd^2), the law an untrained diffusion model samples."""
+    net = sf.UNet(dims=1, in_channels=1, channels=(8, 16), num_res_blocks=1)  # zero_init: outputs 0
+    den = sf.Denoiser(net, sigma_data=0.7, parameterization="gen")
+    x = sf.sample(den, (4000, 1, 8), torch.tensor(sf.one_pass_grid()), sampler="euler",
+                  generator=torch.Generator().manual_seed(0))
+    z = sf.randn((4000, 1, 8), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, 0.7 * z, rtol=1e-5, atol=1e-6)

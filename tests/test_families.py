@@ -57,7 +57,7 @@ def test_a_crps_run_is_a_one_pass_generator_through_the_same_verbs(data, tmp_pat
     run = load_trained(run_dir)
     assert run.family == "crps" and run.one_pass
     h = run.module.hparams
-    assert (h["parameterization"], h["loss"], h["crps_members"], h["crps_alpha"]) == ("x0", "crps", 2, 0.95)
+    assert (h["parameterization"], h["loss"], h["crps_members"], h["crps_alpha"]) == ("gen", "crps", 2, 0.95)
     spec = run.sampling_spec()
     assert (spec.sampler, spec.grid) == ("euler", [1.0, 0.0])
     assert spec.inflation == run.metadata["metrics"]["inflation"]  # calibrated about G(0) as the other families
@@ -92,7 +92,7 @@ def test_a_crps_run_is_a_one_pass_generator_through_the_same_verbs(data, tmp_pat
 
 @pytest.mark.parametrize("extra, message", [
     (["--family", "crps", "--set", "model.parameterization=v"],
-     "model.family crps sets model.parameterization=x0; the config has parameterization=v"),
+     "model.family crps sets model.parameterization=gen; the config has parameterization=v"),
     (["--family", "flow", "--set", "model.parameterization=v"],
      "model.family flow sets model.parameterization=flow; the config has parameterization=v"),
 ])

@@ -3,8 +3,12 @@ score itself (Gneiting & Raftery 2007) over an ensemble of ``M >= 2`` samples pe
 (Alet et al. 2025, WeatherNext 2) and AIFS-ENS (Lang et al. 2024) are.
 
 The generator is written in the engine's terms so that every sampling path takes it unchanged: it is a
-:class:`~sciffusion.diffusion.precond.Denoiser` with the ``x0`` parameterisation evaluated at the one noise level
-:data:`GENERATOR_SIGMA`, and the noise it transforms is the sampler's starting noise ``GENERATOR_SIGMA * z``. One
+:class:`~sciffusion.diffusion.precond.Denoiser` evaluated at the one noise level :data:`GENERATOR_SIGMA`, and the
+noise it transforms is the sampler's starting noise ``GENERATOR_SIGMA * z``. Its ``gen`` parameterisation,
+``D = sd z + sd F(z, cond)``, makes an untrained (zero-output) generator draw ``N(0, sd^2)``, the Gaussian base law
+an untrained diffusion model samples, so training corrects the base instead of growing a spread from nothing (with
+``x0``, ``D = F``, a zero-initialised generator draws no spread at all: measured on the main job, that start left
+the trained generator under-dispersed, spread/skill 0.61). One
 Euler step from ``GENERATOR_SIGMA`` to 0 returns ``D(x)`` exactly (``x + (0 - s) (x - D) / s = D``), so the grid
 ``[GENERATOR_SIGMA, 0]`` with the ``euler`` sampler is one network call per member, seeded like any other sample.
 The noise enters as input channels (the U-Net's ``x``), one standard normal per output cell.
@@ -57,7 +61,8 @@ def afcrps(members: Tensor, target: Tensor, alpha: float = DEFAULT_ALPHA) -> Ten
 
 class CRPSLoss:
     """``E [ mean_w afCRPS(G(z_1..z_M; cond), x0) ]``: the training loss of a one-pass generator ``G``, the
-    denoiser evaluated at :data:`GENERATOR_SIGMA` (module docstring).
+    denoiser (any parameterisation; ``gen`` is meant for it) evaluated at :data:`GENERATOR_SIGMA` (module
+    docstring).
 
     Args:
         members: samples per training example (``M >= 2``); FGN and AIFS-ENS train with 2 to 4.

@@ -17,13 +17,17 @@ same samplers:
 ``eps``    1                      -s                          the noise n
 ``x0``     0                      1                           x0
 ``flow``   1 / (1 + s)            -s / (1 + s)                the velocity n - x0
+``gen``    sd / s                 sd                          a sample's correction
 =========  =====================  ==========================  ======================
 
 and ``c_in = 1 / sqrt(s^2 + sd^2)`` for the first four (with ``sd = 1`` this is the VP scaling
 ``sqrt(alpha_bar)``). ``flow`` is rectified flow / flow matching (Lipman et al. 2023; Liu et al. 2023): the network
 sees ``x_t = (1 - t) x0 + t n``, so ``c_in = 1 / (1 + s)`` (``t = s / (1 + s)``, :class:`~.noise.Flow`), and
 predicts the velocity ``dx_t / dt = n - x0``, from which ``x0 = x_t - t v``. Like ``eps`` and ``x0`` it does not
-use ``sigma_data`` (flow models take unit-scale data).
+use ``sigma_data`` (flow models take unit-scale data). ``gen`` is a one-pass generator's
+(:mod:`~.crps`): at its one noise level its input is ``x = s z``, so ``D = sd z + sd F``: an untrained
+(zero-output) generator draws ``N(0, sd^2)``, the Gaussian base law every diffusion model here starts from, and
+training learns the correction ``F``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from torch import Tensor, nn
 
 from .tensors import append_dims, as_sigma, check_batch
 
-PARAMETERIZATIONS = ("edm", "v", "eps", "x0", "flow")
+PARAMETERIZATIONS = ("edm", "v", "eps", "x0", "flow", "gen")
 
 
 class DenoiserFn(Protocol):
@@ -121,6 +125,8 @@ def coefficients(sigma: Tensor, sigma_data: float, parameterization: str = "edm"
     elif parameterization == "flow":  # x_t = x / (1 + s), D = x_t - t v with t = s / (1 + s)
         c_in = 1.0 / (1.0 + sigma)
         c_skip, c_out = c_in, -sigma * c_in
+    elif parameterization == "gen":  # a one-pass generator: D = sd z + sd F for x = s z
+        c_skip, c_out = sigma_data / sigma, torch.full_like(sigma, sigma_data)
     else:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
     return c_skip, c_out, c_in

@@ -78,12 +78,13 @@ class ModelConfig:
 
     net: NetConfig = field(default_factory=NetConfig)
     # diffusion (EDM), flow (flow matching: sets process, parameterization and weighting to flow) or crps (a one-pass
-    # generator trained on the almost-fair CRPS: sets parameterization x0 and loss crps); see FAMILIES
+    # generator trained on the almost-fair CRPS: sets parameterization gen and loss crps); see FAMILIES
     family: Literal["diffusion", "flow", "crps"] = "diffusion"
     loss: Literal["denoising", "crps"] = "denoising"  # what training minimises (crps: CRPSLoss over crps_members)
     crps_members: int = 2  # crps: samples per training example (FGN and AIFS-ENS train with 2 to 4)
     crps_alpha: float = 0.95  # crps: weight of the fair CRPS in the almost-fair CRPS (AIFS-ENS's 0.95)
-    parameterization: Literal["edm", "v", "eps", "x0", "flow"] = "edm"  # what the network predicts (flow: velocity)
+    # what the network predicts (flow: the velocity; gen: a one-pass generator's correction to its Gaussian base)
+    parameterization: Literal["edm", "v", "eps", "x0", "flow", "gen"] = "edm"
     process: str | dict[str, Any] = "edm"  # training sigmas: edm, vp, ve, flow (or a dict with name and options)
     weighting: str = "edm"  # loss weight over sigma: edm, snr, ... (see sciffusion.loss_weight)
     cond_dropout: float = 0.0  # probability of zeroing the condition in training (classifier-free guidance)
@@ -102,7 +103,7 @@ class ModelConfig:
 FAMILIES: dict[str, dict[str, str]] = {
     "diffusion": {},
     "flow": {"process": "flow", "parameterization": "flow", "weighting": "flow"},
-    "crps": {"parameterization": "x0", "loss": "crps"},
+    "crps": {"parameterization": "gen", "loss": "crps"},
 }
 # What a family sets in the ``sampling`` section, over anything given: a CRPS-trained generator samples in one
 # network pass (one Euler step over the grid [GENERATOR_SIGMA, 0], sciffusion.diffusion.crps). Its spread is
