@@ -20,7 +20,7 @@ import zlib
 from typing import Any
 
 from ._version import __version__
-from .training.checkpoint import RunError, load_run, require_noise_levels
+from .training.checkpoint import RunError, load_run, require_noise_levels, run_family
 from .training.config import dump_yaml, get_key, load_yaml, merge, parse_assignment, set_key
 
 FLAG_PREFIX = "cfg:"  # argparse dests of config flags, so they cannot collide with the CLI's own
@@ -44,7 +44,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "normalizer": run["normalizer"] is not None,
         "task_state": sorted(run["state"]) if run["state"] is not None else [],
         "files": sorted(man["files"]),
-        "family": cfg.get("model", {}).get("family", "diffusion"),
+        "family": run_family(cfg),
         "sampling": {k: cfg.get("sampling", {}).get(k)
                      for k in ("sampler", "steps", "grid", "inflation", "net_weight")},
     }

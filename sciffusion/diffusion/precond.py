@@ -170,7 +170,7 @@ class Denoiser(nn.Module):
     Args:
         net: the network; its output must have the shape of ``x``.
         sigma_data: data standard deviation (use :func:`measure_sigma_data`).
-        parameterization: ``"edm"``, ``"v"``, ``"eps"``, ``"x0"`` or ``"flow"`` (see module docstring).
+        parameterization: ``"edm"``, ``"v"``, ``"eps"``, ``"x0"``, ``"flow"`` or ``"gen"`` (see module docstring).
         c_noise: maps sigma ``(batch,)`` to the network's noise input; default ``ln(sigma) / 4``. For a network
             trained on a DDPM schedule pass ``VP().c_noise`` (the fractional timestep).
 

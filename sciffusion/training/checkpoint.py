@@ -228,7 +228,13 @@ def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
         raise RunError(f"refusing to load {path}: not a plain tensor file ({first[:160]})") from None
 
 
+def run_family(config: dict[str, Any]) -> str:
+    """The model family a run ``config`` was trained as: ``diffusion`` (also for runs made before families),
+    ``flow`` or ``crps``."""
+    return str(config.get("model", {}).get("family") or "diffusion")
+
+
 def require_noise_levels(config: dict[str, Any], what: str) -> None:
     """Refuse ``what`` (which needs a denoiser at every noise level) for a run ``config`` of the ``crps`` family."""
-    if config.get("model", {}).get("family") == "crps":
+    if run_family(config) == "crps":
         raise ValueError(f"{what} needs a diffusion or flow run: a CRPS-trained generator has no noise levels")

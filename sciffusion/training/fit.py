@@ -24,7 +24,15 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ..diffusion import Denoiser
 from ..diffusion.precond import DenoiserFn
-from .checkpoint import RunError, atomic_write, load_run, require_noise_levels, save_run, source_label
+from .checkpoint import (
+    RunError,
+    atomic_write,
+    load_run,
+    require_noise_levels,
+    run_family,
+    save_run,
+    source_label,
+)
 from .data import DiffusionDataModule, dataset_length
 from .module import DiffusionModule
 from .normalizer import Normalizer
@@ -195,7 +203,7 @@ class TrainedRun:
     @property
     def family(self) -> str:
         """The model family the run was trained as: ``diffusion``, ``flow`` or ``crps``."""
-        return str(self.config.get("model", {}).get("family") or "diffusion")
+        return run_family(self.config)
 
     @property
     def one_pass(self) -> bool:

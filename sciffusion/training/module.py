@@ -42,7 +42,7 @@ class DiffusionModule(L.LightningModule):
     Args:
         net: keyword arguments of :class:`~sciffusion.UNet` (plain values, so the config can rebuild it).
         sigma_data: standard deviation of ``x`` (measure it on the training split).
-        parameterization: ``edm`` / ``v`` / ``eps`` / ``x0`` / ``flow``.
+        parameterization: ``edm`` / ``v`` / ``eps`` / ``x0`` / ``flow`` / ``gen``.
         process: noise process for training sigmas (name or dict with ``name``).
         weighting, cond_dropout, noise_factor: see :class:`~sciffusion.DiffusionLoss`.
         lr, weight_decay, warmup_steps: AdamW with a linear learning-rate warm-up over ``warmup_steps`` steps.

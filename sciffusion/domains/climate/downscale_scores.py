@@ -60,8 +60,7 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
     land = prep.land
     scores: dict[tuple[str, str], EnsembleScores] = {}
     per_time: dict[tuple[str, str], list[np.ndarray]] = {}
-    power: dict[tuple[str, str], np.ndarray] = {}  # spectra summed over fields, divided by their count at the end
-    count: dict[str, int] = {}
+    power: dict[tuple[str, str], np.ndarray] = {}  # spectra times their batch's steps; / T at the end
     last: dict[str, tuple[xr.DataArray, xr.DataArray, xr.DataArray]] = {}
     lat = (fine.lat, np.asarray(fine.lat_values), dict(fc[fine.lat].attrs) if fine.lat in fc.coords else {})
     lon = (fine.lon, np.asarray(fine.lon_values), dict(fc[fine.lon].attrs) if fine.lon in fc.coords else {})
@@ -81,7 +80,6 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
             truth = xr.DataArray(np.where(land[c], np.nan, truth_np[:, c]), dims=("time", fine.lat, fine.lon),
                                  coords={fine.lat: lat[1]})
             _add(power, (v, "truth"), radial_spectrum(truth.values) * (hi - lo))
-            count[v] = count.get(v, 0) + (hi - lo)
             for name, arr in methods.items():
                 x = np.where(land[c], np.nan, arr[:, :, c])
                 da = xr.DataArray(x, dims=("time", "member", fine.lat, fine.lon), coords={fine.lat: lat[1]})
@@ -98,7 +96,7 @@ def evaluate_downscaling(fc: xr.Dataset, data, run: TrainedRun | str | pathlib.P
     table: dict[str, Any] = {}
     spectra_of: dict[str, dict[str, np.ndarray]] = {}
     for v in variables:
-        spectra = {name: power[(v, name)] / count[v] for (w, name) in power if w == v}
+        spectra = {name: power[(v, name)] / T for (w, name) in power if w == v}
         spectra_of[v] = spectra
         half = len(spectra["truth"]) // 2
         table[v] = {}

@@ -413,14 +413,15 @@ def format_runs(report: dict[str, Any]) -> str:
     for label, r in report["runs"].items():
         lines.append(f"  {label:<20} {r['family']:<10} {r['sampling_seconds']:8.1f} s, "
                      f"{r['nfe_per_member_and_lead']} network calls per member and lead")
+    labels = list(report["runs"])
     for v, pairs in report["pairs"].items():
         lines.append(f"{v}: CRPS difference of each pair in % of the second's, Diebold-Mariano p (per initial time)")
-        for pair, per_lead in pairs.items():
-            b = pair.split(" vs ", 1)[1]
-            cells = "".join(
-                (f"  lead {lead}: {1e2 * dm['mean_diff'] / report['scores'][v][b][lead]['crps']:+.1f}% "
-                 f"(p {dm['pvalue']:.3f})").ljust(30) for lead, dm in (per_lead or {}).items())
-            lines.append(f"  {pair:<30}{cells}")
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                cells = "".join(
+                    (f"  lead {lead}: {1e2 * dm['mean_diff'] / report['scores'][v][b][lead]['crps']:+.1f}% "
+                     f"(p {dm['pvalue']:.3f})").ljust(30) for lead, dm in (pairs[f"{a} vs {b}"] or {}).items())
+                lines.append(f"  {f'{a} vs {b}':<30}{cells}")
     return "\n".join(lines)
 
 
